@@ -1,0 +1,143 @@
+// The reference backend: every op is the plain TypeScript function of engine/model/ref-ops.ts, f32
+// throughout, weights dequantized at upload. Slow and obviously right: it is the oracle the CPU and
+// WebGPU backends are compared with, and it runs the engine anywhere Node runs.
+
+import type { GGUFTensorInfo } from '../../gguf/reader.js';
+import { dequantize } from '../../gguf/quant.js';
+import type { Act, AttentionParams, Backend, BackendInfo, KVCache, KVCacheOptions, RopeConfig, SeqSlice, Weight } from '../../model/backend.js';
+import { addRef, attentionRef, matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../model/ref-ops.js';
+
+interface RefAct extends Act {
+  data: Float32Array;
+}
+interface RefWeight extends Weight {
+  data: Float32Array;
+}
+
+/** Host-memory KV cache: per layer, K and V as [capacity, nKVHeads*headDim]. */
+export class HostKVCache implements KVCache {
+  length = 0;
+  readonly k: Float32Array[];
+  readonly v: Float32Array[];
+  readonly rowSize: number;
+  constructor(readonly opts: KVCacheOptions) {
+    this.rowSize = opts.nKVHeads * opts.headDim;
+    this.k = Array.from({ length: opts.nLayers }, () => new Float32Array(opts.capacity * this.rowSize));
+    this.v = Array.from({ length: opts.nLayers }, () => new Float32Array(opts.capacity * this.rowSize));
+  }
+  get capacity(): number {
+    return this.opts.capacity;
+  }
+  truncate(n: number): void {
+    if (n < 0 || n > this.length) throw new Error(`cannot truncate a KV cache of ${this.length} tokens to ${n}`);
+    this.length = n;
+  }
+  commit(n: number): void {
+    if (n < 0 || n > this.capacity) throw new Error(`cannot commit ${n} tokens to a KV cache of capacity ${this.capacity}`);
+    this.length = n;
+  }
+  free(): void {
+    this.length = 0;
+  }
+}
+
+export class ReferenceBackend implements Backend {
+  readonly info: BackendInfo = { name: 'reference', device: 'TypeScript reference (f32, single thread)', details: {} };
+
+  uploadWeight(t: GGUFTensorInfo, bytes: Uint8Array): Weight {
+    const w: RefWeight = { name: t.name, dims: t.dims, data: dequantize(t.type, bytes, t.nElements) };
+    return w;
+  }
+
+  createKV(opts: KVCacheOptions): KVCache {
+    return new HostKVCache(opts);
+  }
+
+  embed(table: Weight, tokens: Int32Array): Act {
+    const w = table as RefWeight;
+    const d = w.dims[0];
+    const out = new Float32Array(tokens.length * d);
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (t < 0 || t >= w.dims[1]) throw new Error(`token id ${t} is outside the vocabulary of ${w.dims[1]}`);
+      out.set(w.data.subarray(t * d, (t + 1) * d), i * d);
+    }
+    return act(tokens.length, d, out);
+  }
+
+  rmsNorm(x: Act, w: Weight, eps: number, groupSize?: number): Act {
+    const a = x as RefAct;
+    return act(a.rows, a.cols, rmsNormRef(a.data, a.rows, a.cols, (w as RefWeight).data, eps, groupSize ?? a.cols));
+  }
+
+  matmul(x: Act, w: Weight, bias?: Weight): Act {
+    const a = x as RefAct;
+    const W = w as RefWeight;
+    const [k, n] = W.dims;
+    if (a.cols !== k) throw new Error(`matmul: ${a.cols} input columns, weight ${W.name} takes ${k}`);
+    return act(a.rows, n, matmulRef(a.data, a.rows, k, W.data, n, bias ? (bias as RefWeight).data : undefined));
+  }
+
+  rope(x: Act, positions: Int32Array, nHeads: number, headDim: number, cfg: RopeConfig): Act {
+    const a = x as RefAct;
+    return act(a.rows, a.cols, ropeRef(a.data, a.rows, nHeads, headDim, positions, cfg));
+  }
+
+  attention(q: Act, k: Act, v: Act, seqs: SeqSlice[], p: AttentionParams): Act {
+    const Q = q as RefAct;
+    const K = k as RefAct;
+    const V = v as RefAct;
+    const out = new Float32Array(Q.rows * Q.cols);
+    for (const s of seqs) {
+      const kv = s.kv as HostKVCache;
+      const rs = kv.rowSize;
+      if (s.pos + s.n > kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${kv.capacity}`);
+      kv.k[p.layer].set(K.data.subarray(s.row * rs, (s.row + s.n) * rs), s.pos * rs);
+      kv.v[p.layer].set(V.data.subarray(s.row * rs, (s.row + s.n) * rs), s.pos * rs);
+      const nK = s.pos + s.n;
+      const r = attentionRef({
+        q: Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols),
+        k: kv.k[p.layer].subarray(0, nK * rs),
+        v: kv.v[p.layer].subarray(0, nK * rs),
+        nQ: s.n,
+        nK,
+        nHeads: p.nHeads,
+        nKVHeads: p.nKVHeads,
+        headDim: p.headDim,
+        scale: p.scale,
+        qPos0: s.pos,
+      });
+      out.set(r.out, s.row * Q.cols);
+    }
+    return act(Q.rows, Q.cols, out);
+  }
+
+  siluMul(gate: Act, up: Act): Act {
+    const g = gate as RefAct;
+    return act(g.rows, g.cols, siluMulRef(g.data, (up as RefAct).data));
+  }
+
+  add(a: Act, b: Act): Act {
+    const x = a as RefAct;
+    return act(x.rows, x.cols, addRef(x.data, (b as RefAct).data));
+  }
+
+  selectRows(x: Act, rows: number[]): Act {
+    const a = x as RefAct;
+    const out = new Float32Array(rows.length * a.cols);
+    rows.forEach((r, i) => out.set(a.data.subarray(r * a.cols, (r + 1) * a.cols), i * a.cols));
+    return act(rows.length, a.cols, out);
+  }
+
+  async read(x: Act): Promise<Float32Array> {
+    return (x as RefAct).data;
+  }
+
+  release(): void {}
+  endStep(): void {}
+  dispose(): void {}
+}
+
+function act(rows: number, cols: number, data: Float32Array): RefAct {
+  return { rows, cols, data };
+}

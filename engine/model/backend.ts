@@ -1,0 +1,115 @@
+// The small interface every compute backend implements (reference TypeScript, CPU through
+// onnxruntime-node, WebGPU through Dawn). The transformer (engine/model/transformer.ts) is written once
+// against it: llama, qwen2 and qwen3 differ only in which of these ops they call.
+//
+// Conventions
+// - Activations are row-major 2-D: [rows, cols]; a batch's rows are the tokens of all its sequences,
+//   concatenated. `Act` is an opaque handle owned by the backend (a GPU buffer, a Float32Array, ...).
+// - Weights are uploaded once from the GGUF bytes; the backend picks its layout (repack, quantize for
+//   MatMulNBits, keep ggml blocks for WGSL dequant-in-kernel). Matrices follow ggml: a weight with
+//   dims [k, n] (ne0 = k contiguous) maps k inputs to n outputs, i.e. y = x · Wᵀ.
+// - Ops are issued in order and may execute lazily (WebGPU records into one command encoder per step);
+//   `read` is the only point where the host waits for results.
+// - Attention appends the new K/V rows of each sequence into that sequence's KV cache, then attends
+//   causally over everything the cache holds for it, returning the output rows (and internally the
+//   log-sum-exp of each row: every attention kernel returns (out, lse) so partial results merge).
+
+import type { GGUFTensorInfo } from '../gguf/reader.js';
+
+export type Act = { readonly rows: number; readonly cols: number };
+export type Weight = { readonly name: string; readonly dims: readonly number[] };
+
+export interface RopeConfig {
+  /** 'norm': llama's adjacent pairs (x[2i], x[2i+1]); 'neox': qwen's halves (x[i], x[i + d/2]). */
+  kind: 'norm' | 'neox';
+  /** Rotated dimensions per head (≤ headDim); the rest pass through. */
+  dims: number;
+  /** Per pair i (dims/2 of them): the angle per position, already including linear/YaRN scaling. */
+  invFreq: Float32Array;
+  /** YaRN magnitude scale applied to cos and sin (1 without YaRN). */
+  mscale: number;
+}
+
+/** One sequence's slice of a batch. */
+export interface SeqSlice {
+  kv: KVCache;
+  /** First row of this sequence in the batch's activations. */
+  row: number;
+  /** Number of new tokens (rows) for this sequence. */
+  n: number;
+  /** Position of its first new token (= tokens already in its KV cache). */
+  pos: number;
+}
+
+export interface KVCache {
+  /** Tokens whose K/V are stored. */
+  readonly length: number;
+  /** Capacity in tokens. */
+  readonly capacity: number;
+  /** Forget everything from token `n` on (retry/edit a turn). */
+  truncate(n: number): void;
+  /**
+   * Marks tokens [0, n) as stored. The model runner calls it after a step whose attention ops wrote
+   * rows up to n (backends write K/V rows in `attention` but never move `length` themselves).
+   */
+  commit(n: number): void;
+  free(): void;
+}
+
+export interface KVCacheOptions {
+  nLayers: number;
+  nKVHeads: number;
+  headDim: number;
+  capacity: number;
+}
+
+export interface AttentionParams {
+  layer: number;
+  nHeads: number;
+  nKVHeads: number;
+  headDim: number;
+  /** Softmax scale, usually 1/sqrt(headDim). */
+  scale: number;
+}
+
+export interface BackendInfo {
+  name: 'reference' | 'cpu' | 'webgpu';
+  /** Human-readable device ("Intel Xeon (2 threads)", "NVIDIA H200 (Vulkan)", "llvmpipe (software)"). */
+  device: string;
+  /** Extra facts for `repokv doctor` (features, limits, threads). */
+  details: Record<string, unknown>;
+}
+
+export interface Backend {
+  readonly info: BackendInfo;
+
+  /** Uploads one tensor (raw GGUF blocks). The backend may repack; the bytes are not kept by the caller. */
+  uploadWeight(t: GGUFTensorInfo, bytes: Uint8Array): Weight;
+
+  createKV(opts: KVCacheOptions): KVCache;
+
+  /** Rows of the embedding table for `tokens` (dequantized), as [tokens.length, nEmbd]. */
+  embed(table: Weight, tokens: Int32Array): Act;
+  /** Row-wise RMSNorm: x / sqrt(mean(x²) + eps) * w, with w of length `groupSize` (= cols unless normalizing per head). */
+  rmsNorm(x: Act, w: Weight, eps: number, groupSize?: number): Act;
+  /** y = x · Wᵀ (+ bias). W dims [k, n] → y is [rows, n]. */
+  matmul(x: Act, w: Weight, bias?: Weight): Act;
+  /** Rotates each head of x ([rows, nHeads*headDim]) by its row's position. */
+  rope(x: Act, positions: Int32Array, nHeads: number, headDim: number, cfg: RopeConfig): Act;
+  /** Appends K/V of each sequence to its cache, then causal GQA attention → [rows, nHeads*headDim]. */
+  attention(q: Act, k: Act, v: Act, seqs: SeqSlice[], p: AttentionParams): Act;
+  /** silu(gate) * up, elementwise. */
+  siluMul(gate: Act, up: Act): Act;
+  /** a + b, elementwise. */
+  add(a: Act, b: Act): Act;
+  /** Keeps only the given rows (e.g. the last token of each sequence before the output head). */
+  selectRows(x: Act, rows: number[]): Act;
+  /** Waits for the queued work and returns the values. */
+  read(x: Act): Promise<Float32Array>;
+  /** Releases an activation early (backends may also recycle at the end of a step). */
+  release(x: Act): void;
+  /** Ends a step: submits whatever is still queued; everything not read may be recycled. */
+  endStep(): void;
+
+  dispose(): void;
+}
