@@ -251,7 +251,7 @@ export class GGUFFile {
   }
 
   private parse(opts: OpenOptions): void {
-    const r = new BoundedReader(this.fd!, this.size, this.path);
+    const r: BoundedReader = new BoundedReader(this.fd!, this.size, this.path); // (annotated: r.fail() narrows)
     if (this.size < 4) r.fail('not a GGUF file (too short to hold the magic number)');
     const magic = r.u32('magic');
     if (magic !== GGUF_MAGIC) {
@@ -275,7 +275,9 @@ export class GGUFFile {
     const al = this.metadata.get('general.alignment');
     if (al) {
       const a = al.value;
-      if (typeof a !== 'number' || a <= 0 || (a & (a - 1)) !== 0) r.fail(`general.alignment ${String(a)} is not a power of two`);
+      if (typeof a !== 'number' || !Number.isInteger(a) || a <= 0 || a > 1 << 30 || (a & (a - 1)) !== 0) {
+        r.fail(`general.alignment ${typeof a === 'object' ? 'is an array' : String(a)}, not a power of two up to 2^30`);
+      }
       this.alignment = a;
     }
     if (opts.metadataOnly) return;
