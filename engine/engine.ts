@@ -127,7 +127,7 @@ export class Engine {
     if (seq.length + tokens.length > seq.kv.capacity) {
       throw new UserError(`the prompt needs ${seq.length + tokens.length} tokens of context but the sequence holds ${seq.kv.capacity}; raise the context size or shorten the input`);
     }
-    let logits = new Float32Array(0);
+    let logits: Float32Array = new Float32Array(0);
     for (let start = 0; start < tokens.length; start += this.prefillChunk) {
       if (opts.signal?.aborted) throw abortError();
       const end = Math.min(tokens.length, start + this.prefillChunk);
@@ -178,7 +178,7 @@ export class Engine {
     let text = '';
     let emitted = 0;
     let reason: StopReason = 'length';
-    let cur = logits;
+    let cur: Float32Array = logits;
     for (let step = 0; step < maxTokens; step++) {
       if (opts.signal?.aborted) {
         reason = 'cancelled';

@@ -1,0 +1,80 @@
+// repokv generate --model F --prompt P [--chat] [--system S] [--max-tokens N] [--temperature T]
+//   [--top-k K] [--top-p P] [--seed N] [--stop S] [--backend auto|cpu|webgpu|reference] [--json]
+// Streams the completion to stdout; with --json prints one JSON object with tokens and timings.
+
+import { readFileSync } from 'node:fs';
+import { Engine, type BackendChoice } from '../engine.js';
+import { UserError } from '../errors.js';
+import { flagNumber, flagString, parseArgs } from './args.js';
+
+export async function run(args: string[]): Promise<number> {
+  const p = parseArgs(args, ['chat', 'json', 'no-bos']);
+  const model = flagString(p, 'model');
+  if (!model) throw new UserError('generate needs --model <file.gguf>');
+  let prompt = flagString(p, 'prompt') ?? p.positional.join(' ');
+  const promptFile = flagString(p, 'prompt-file');
+  if (promptFile) prompt = readFileSync(promptFile, 'utf8');
+  if (!prompt) throw new UserError('generate needs --prompt <text> (or --prompt-file <path>)');
+  const json = p.flags.has('json');
+  const t0 = performance.now();
+  const engine = await Engine.load({
+    model,
+    backend: (flagString(p, 'backend') ?? 'auto') as BackendChoice,
+    contextSize: flagNumber(p, 'ctx', 4096),
+    threads: p.flags.has('threads') ? flagNumber(p, 'threads', 1) : undefined,
+  });
+  try {
+    const tLoad = performance.now();
+    let ids: number[];
+    if (p.flags.has('chat')) {
+      const system = flagString(p, 'system');
+      const messages = [...(system ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }];
+      const text = engine.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+      ids = engine.tokenizer.encode(text, { addSpecial: false, parseSpecial: true });
+    } else {
+      ids = engine.tokenizer.encode(prompt, { addSpecial: !p.flags.has('no-bos'), parseSpecial: false });
+    }
+    const seq = engine.createSequence(Math.min(engine.contextSize, Math.max(ids.length + flagNumber(p, 'max-tokens', 128) + 1, 64)));
+    const ac = new AbortController();
+    process.once('SIGINT', () => ac.abort());
+    const logits = await engine.prefill(seq, ids, { signal: ac.signal });
+    const tPrefill = performance.now();
+    const gen = engine.generate(seq, logits, {
+      maxTokens: flagNumber(p, 'max-tokens', 128),
+      temperature: flagNumber(p, 'temperature', 0),
+      topK: flagNumber(p, 'top-k', 40),
+      topP: flagNumber(p, 'top-p', 0.95),
+      seed: flagNumber(p, 'seed', 0),
+      stop: p.flags.has('stop') ? [flagString(p, 'stop')!] : [],
+      signal: ac.signal,
+    });
+    let r = await gen.next();
+    let tFirst = 0;
+    while (!r.done) {
+      if (!tFirst) tFirst = performance.now();
+      if (!json) process.stdout.write(r.value.text);
+      r = await gen.next();
+    }
+    const tEnd = performance.now();
+    const res = r.value;
+    if (json) {
+      console.log(
+        JSON.stringify({
+          backend: engine.backend.info.name,
+          device: engine.backend.info.device,
+          promptTokens: ids.length,
+          generatedTokens: res.tokens.length,
+          tokens: res.tokens,
+          text: res.text,
+          stopReason: res.stopReason,
+          loadMs: tLoad - t0,
+          prefillTokensPerSecond: ids.length / ((tPrefill - tLoad) / 1000),
+          decodeTokensPerSecond: res.tokens.length > 1 ? (res.tokens.length - 1) / ((tEnd - tFirst) / 1000) : null,
+        }),
+      );
+    } else process.stdout.write('\n');
+    return 0;
+  } finally {
+    engine.dispose();
+  }
+}
