@@ -1,0 +1,107 @@
+// The thin layer over onnxruntime-node that the CPU backend uses.
+//
+// Sessions are run through the package's own native binding (`dist/binding.js`), whose `run` is
+// synchronous. The public `InferenceSession.run` wraps that same call in a Promise resolved from
+// setImmediate; measured here that hop costs more than a whole single-row 896×896 product (see
+// README.md, "per-run overhead"), and the Backend interface is synchronous up to `read`. The binding is
+// internal to onnxruntime-node, so the version is pinned (package.json) and checked below.
+
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
+
+const require = createRequire(import.meta.url);
+
+interface BindingSession {
+  loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: InferenceSession.SessionOptions): void;
+  readonly inputMetadata: { name: string }[];
+  readonly outputMetadata: { name: string }[];
+  run(feeds: Record<string, OrtTensor>, fetches: Record<string, OrtTensor | null>, options: object): Record<string, { data: unknown; dims: readonly number[]; type: string }>;
+  dispose(): void;
+}
+
+interface OrtModules {
+  Tensor: typeof OrtTensor;
+  Session: new () => BindingSession;
+  version: string;
+  backends: { name: string; bundled: boolean }[];
+}
+
+let mods: OrtModules | null = null;
+
+/** The tested onnxruntime-node version; the synchronous binding is internal API. */
+export const ORT_VERSION_TESTED = '1.30.0';
+
+export function ort(): OrtModules {
+  if (mods) return mods;
+  let binding: { binding: { InferenceSession: new () => BindingSession; listSupportedBackends: () => { name: string; bundled: boolean }[] }; initOrt: () => void };
+  let common: { Tensor: typeof OrtTensor };
+  let version: string;
+  try {
+    binding = require('onnxruntime-node/dist/binding.js');
+    common = require('onnxruntime-common');
+    version = (require('onnxruntime-node/package.json') as { version: string }).version;
+  } catch (e) {
+    throw new Error(`the CPU backend needs the npm package onnxruntime-node (${(e as Error).message.split('\n')[0]}); reinstall with \`ONNXRUNTIME_NODE_INSTALL=skip npm ci\``);
+  }
+  binding.initOrt();
+  mods = { Tensor: common.Tensor, Session: binding.binding.InferenceSession, version, backends: binding.binding.listSupportedBackends() };
+  return mods;
+}
+
+export interface SessionConfig {
+  /** Intra-op threads (default: the machine's cores). */
+  threads?: number;
+}
+
+export function defaultThreads(): number {
+  const env = Number(process.env.REPOKV_CPU_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return availableParallelism();
+}
+
+/** One loaded graph. Inputs and outputs are f32 unless a Tensor is passed. */
+export class Graph {
+  private s: BindingSession;
+  readonly inputNames: string[];
+  readonly outputNames: string[];
+
+  constructor(model: Uint8Array, cfg: SessionConfig = {}) {
+    const { Session } = ort();
+    this.s = new Session();
+    const threads = cfg.threads ?? defaultThreads();
+    this.s.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      // Spinning keeps the pool hot between the many short runs of a decode step.
+      extra: { session: { intra_op: { allow_spinning: '1' } } },
+    } as InferenceSession.SessionOptions);
+    this.inputNames = this.s.inputMetadata.map((m) => m.name);
+    this.outputNames = this.s.outputMetadata.map((m) => m.name);
+  }
+
+  /** Runs synchronously; `fetch` may name a subset of outputs, or pass preallocated tensors. */
+  run(feeds: Record<string, OrtTensor>, fetches?: Record<string, OrtTensor | null>): Record<string, { data: unknown; dims: readonly number[] }> {
+    const f: Record<string, OrtTensor | null> = fetches ?? Object.fromEntries(this.outputNames.map((n) => [n, null]));
+    return this.s.run(feeds, f, {});
+  }
+
+  dispose(): void {
+    this.s.dispose();
+  }
+}
+
+export function f32Tensor(data: Float32Array, dims: readonly number[]): OrtTensor {
+  return new (ort().Tensor)('float32', data, dims);
+}
+
+export function i64Tensor(data: BigInt64Array, dims: readonly number[]): OrtTensor {
+  return new (ort().Tensor)('int64', data, dims);
+}
+
+export function i32Tensor(data: Int32Array, dims: readonly number[]): OrtTensor {
+  return new (ort().Tensor)('int32', data, dims);
+}
