@@ -126,6 +126,10 @@ export function nearestInt(v: number): number {
   return r;
 }
 
+function clampInt(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
 /** C's roundf: ties away from zero. */
 function roundAway(v: number): number {
   return v < 0 ? -Math.round(-v) : Math.round(v);
@@ -571,6 +575,8 @@ const quantQ5_0: Quant = (x, y, n) => {
  * weighted least-squares scale and min for the rounded levels and keeps the best.
  * Returns the scale and -min (a non-negative offset); writes the levels to L.
  */
+const fitScratch = new Uint8Array(256);
+
 function fitScaleMin(
   x: Float32Array,
   xo: number,
@@ -608,7 +614,7 @@ function fitScaleMin(
     const diff = f(f(f(scale * l) + min) - x[xo + i]);
     bestError = f(bestError + f(w[i] * f(diff * diff)));
   }
-  const Laux = new Uint8Array(n);
+  const Laux = fitScratch;
   for (let step = 0; step <= nstep; step++) {
     // As in ggml, `min` is the best fit so far, so later grids are laid from the improved minimum.
     iscale = f(f(f(rmin + f(rdelta * step)) + nmax) / f(max - min));
@@ -616,7 +622,7 @@ function fitScaleMin(
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[xo + i] - min)))));
+      const l = clampInt(nearestInt(f(iscale * f(x[xo + i] - min))), 0, nmax);
       Laux[i] = l;
       const wl = f(w[i] * l);
       sumL = f(sumL + wl);
@@ -637,7 +643,7 @@ function fitScaleMin(
         err = f(err + f(w[i] * f(diff * diff)));
       }
       if (err < bestError) {
-        L.set(Laux, Lo);
+        for (let i = 0; i < n; i++) L[Lo + i] = Laux[i];
         bestError = err;
         scale = thisScale;
         min = thisMin;

@@ -160,15 +160,57 @@ function writeValue(s: Sink, type: GGUFValueType, v: GGUFScalar | GGUFArray, key
   }
 }
 
+/**
+ * A tensor whose bytes are produced only when the writer reaches it (writeGGUFStream), so a large
+ * model is never held in memory whole.
+ */
+export interface GGUFTensorSource {
+  name: string;
+  /** ne[0] first. */
+  dims: number[];
+  type: GGMLType;
+  /** Returns the encoded blocks, exactly the type's byte size for these dims. Called once, in file order. */
+  produce: () => Uint8Array;
+}
+
+export interface GGUFStreamInput {
+  metadata: Iterable<[string, GGUFMetaValue]>;
+  tensors: GGUFTensorSource[];
+  version?: 2 | 3;
+}
+
+/** Bytes a tensor of this type and shape takes (throws when the shape is not whole blocks). */
+function expectedBytes(t: { name: string; dims: number[]; type: GGMLType }): number {
+  const tr = TYPE_TRAITS[t.type];
+  if (!tr) throw new Error(`tensor "${t.name}": unknown type ${t.type}`);
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  if (t.dims.length === 0 || (t.dims[0] ?? 0) % tr.blockSize !== 0) throw new Error(`tensor "${t.name}": row of ${t.dims[0]} is not a multiple of ${tr.name}'s block of ${tr.blockSize}`);
+  return (n / tr.blockSize) * tr.typeSize;
+}
+
+function checkData(t: { name: string; dims: number[]; type: GGMLType }, data: Uint8Array): void {
+  const expect = expectedBytes(t);
+  if (data.length !== expect) throw new Error(`tensor "${t.name}": ${data.length} bytes given, ${TYPE_TRAITS[t.type].name} ${t.dims.join('x')} needs ${expect}`);
+}
+
 /** Encodes the header (everything before the tensor data, padded to the alignment). */
 export function encodeHeader(input: GGUFWriteInput): { header: Buffer; offsets: number[]; alignment: number } {
-  const entries = [...input.metadata];
+  for (const t of input.tensors) checkData(t, t.data);
+  return encodeHeaderOf(input.metadata, input.tensors, input.version);
+}
+
+function encodeHeaderOf(
+  metadata: Iterable<[string, GGUFMetaValue]>,
+  tensors: { name: string; dims: number[]; type: GGMLType }[],
+  version: 2 | 3 | undefined,
+): { header: Buffer; offsets: number[]; alignment: number } {
+  const entries = [...metadata];
   const alignEntry = entries.find(([k]) => k === 'general.alignment');
   const alignment = alignEntry ? Number(alignEntry[1].value) : GGUF_DEFAULT_ALIGNMENT;
   const s = new Sink();
   s.u32(GGUF_MAGIC);
-  s.u32(input.version ?? 3);
-  s.u64(input.tensors.length);
+  s.u32(version ?? 3);
+  s.u64(tensors.length);
   s.u64(entries.length);
   for (const [k, v] of entries) {
     s.str(k);
@@ -177,19 +219,15 @@ export function encodeHeader(input: GGUFWriteInput): { header: Buffer; offsets: 
   }
   const offsets: number[] = [];
   let off = 0;
-  for (const t of input.tensors) {
-    const tr = TYPE_TRAITS[t.type];
-    if (!tr) throw new Error(`tensor "${t.name}": unknown type ${t.type}`);
-    const n = t.dims.reduce((a, b) => a * b, 1);
-    const expect = (n / tr.blockSize) * tr.typeSize;
-    if (t.data.length !== expect) throw new Error(`tensor "${t.name}": ${t.data.length} bytes given, ${tr.name} ${t.dims.join('x')} needs ${expect}`);
+  for (const t of tensors) {
+    const nBytes = expectedBytes(t);
     s.str(t.name);
     s.u32(t.dims.length);
     for (const d of t.dims) s.u64(d);
     s.u32(t.type);
     s.u64(off);
     offsets.push(off);
-    off += Math.ceil(t.data.length / alignment) * alignment;
+    off += Math.ceil(nBytes / alignment) * alignment;
   }
   s.pad(alignment);
   return { header: s.buf.subarray(0, s.len), offsets, alignment };
@@ -198,14 +236,37 @@ export function encodeHeader(input: GGUFWriteInput): { header: Buffer; offsets: 
 /** Writes a GGUF file atomically (temporary file, fsync, rename). */
 export function writeGGUF(path: string, input: GGUFWriteInput): void {
   const { header, alignment } = encodeHeader(input);
+  writeAtomic(path, header, alignment, input.tensors.map((t) => () => t.data));
+}
+
+/**
+ * Writes a GGUF file atomically, asking each tensor for its bytes only when they are written: memory
+ * holds one tensor at a time. Same bytes as writeGGUF given the same tensors.
+ */
+export function writeGGUFStream(path: string, input: GGUFStreamInput): void {
+  const { header, alignment } = encodeHeaderOf(input.metadata, input.tensors, input.version);
+  writeAtomic(
+    path,
+    header,
+    alignment,
+    input.tensors.map((t) => () => {
+      const data = t.produce();
+      checkData(t, data);
+      return data;
+    }),
+  );
+}
+
+function writeAtomic(path: string, header: Uint8Array, alignment: number, parts: (() => Uint8Array)[]): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w');
   try {
     writeAll(fd, header);
     const zeros = Buffer.alloc(alignment);
-    for (const t of input.tensors) {
-      writeAll(fd, t.data);
-      const pad = (alignment - (t.data.length % alignment)) % alignment;
+    for (const part of parts) {
+      const data = part();
+      writeAll(fd, data);
+      const pad = (alignment - (data.length % alignment)) % alignment;
       if (pad) writeAll(fd, zeros.subarray(0, pad));
     }
     fsyncSync(fd);
