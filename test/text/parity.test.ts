@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { getLlama, LlamaLogLevel, type Llama } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
 import { writeGGUF, meta } from '../../engine/gguf/writer.js';
 import { GGUFFile } from '../../engine/gguf/reader.js';
 import { Tokenizer } from '../../engine/text/tokenizer.js';
@@ -143,13 +143,13 @@ for (const kind of SYNTHETIC_TOKENIZER_KINDS) {
       for (const special of [false, true]) {
         for (let id = 0; id < n; id++) {
           const a = tok.decode([id], { special });
-          const b = model.detokenize([id], special);
+          const b = model.detokenize([id as Token], special);
           if (a !== b) problems.push(`decode([${id}] ${JSON.stringify(tok.tokenText(id))}, special ${special}): ours ${JSON.stringify(a)}, llama.cpp ${JSON.stringify(b)}`);
         }
         const runs = fc.sample(fc.array(fc.integer({ min: 0, max: n - 1 }), { maxLength: 12 }), { seed: 7, numRuns: 300 });
         for (const ids of runs) {
           const a = tok.decode(ids, { special });
-          const b = model.detokenize(ids, special);
+          const b = model.detokenize(ids as Token[], special);
           if (a !== b) problems.push(`decode(${JSON.stringify(ids)}, special ${special}): ours ${JSON.stringify(a)}, llama.cpp ${JSON.stringify(b)}`);
         }
       }
