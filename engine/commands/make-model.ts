@@ -22,7 +22,7 @@ const USAGE = `usage: repokv make-model --arch llama|qwen2|qwen3 --out FILE [opt
     --layers N --embd N --heads N --kv-heads N --ff N --head-dim N --ctx N --vocab N (needs --tokenizer none)
   --type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k   type of the 2-D weights (default f16; norms stay f32)
   --q4km                       llama.cpp's Q4_K_M mix (Q4_K, Q6_K for output and some attn_v/ffn_down)
-  --tied | --untied            share token_embd with the output (default: untied, tied for qwen0.5b)
+  --tied | --untied            share token_embd with the output (default: untied for llama, tied for qwen2/qwen3)
   --seed N                     weights seed (default 1)
   --tokenizer bpe|spm|llama-bpe|qwen2|none   (default: llama-bpe for llama, qwen2 for qwen2/qwen3)
   --json                       print the summary as JSON`;

@@ -119,11 +119,13 @@ export function bf16ToF32(h: number): number {
   return f32FromBits(bf16BitsToF32Bits(h));
 }
 
-/** ggml's nearest_int: round an f32 to the nearest integer, ties to even (valid for |v| < 2^22). */
+/**
+ * ggml's nearest_int: round an f32 to the nearest integer, ties to even (valid for |v| < 2^22). Same
+ * trick as ggml: in [2^23, 2^24) the f32 spacing is exactly 1, so adding 1.5 * 2^23 and rounding to
+ * f32 rounds v to an integer, ties to even.
+ */
 export function nearestInt(v: number): number {
-  let r = Math.round(v); // ties go up
-  if (r - v === 0.5 && (r & 1) !== 0) r -= 1; // a tie that went up to an odd number goes down instead
-  return r;
+  return f(v + 12582912) - 12582912;
 }
 
 function clampInt(v: number, lo: number, hi: number): number {
@@ -609,7 +611,7 @@ function fitScaleMin(
   let scale = f(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[xo + i] - min)))));
+    const l = clampInt(nearestInt(f(iscale * f(x[xo + i] - min))), 0, nmax);
     L[Lo + i] = l;
     const diff = f(f(f(scale * l) + min) - x[xo + i]);
     bestError = f(bestError + f(w[i] * f(diff * diff)));
@@ -707,7 +709,7 @@ const quantQ4_K: Quant = (x, y, n) => {
       if (dl === 0) continue; // keep the levels from the fit
       const ml = f(dmin * m);
       for (let i = 0; i < 32; i++) {
-        L[32 * j + i] = Math.max(0, Math.min(15, nearestInt(f(f(x[xo + 32 * j + i] + ml) / dl))));
+        L[32 * j + i] = clampInt(nearestInt(f(f(x[xo + 32 * j + i] + ml) / dl)), 0, 15);
       }
     }
     for (let c = 0; c < 4; c++) {
@@ -740,7 +742,7 @@ function fitSymmetric(x: Float32Array, xo: number, n: number, nmax: number, L: U
     let sumL2 = 0;
     for (let i = 0; i < n; i++) {
       const v = x[xo + i];
-      const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(f(iscale * v))));
+      const l = clampInt(nearestInt(f(iscale * v)), -nmax, nmax - 1);
       const w = f(v * v);
       sumLX = f(sumLX + f(f(w * v) * l));
       sumL2 = f(sumL2 + f(f(w * l) * l));
@@ -748,7 +750,7 @@ function fitSymmetric(x: Float32Array, xo: number, n: number, nmax: number, L: U
     return { sumLX, sumL2 };
   };
   const setLevels = (iscale: number): void => {
-    for (let i = 0; i < n; i++) L[Lo + i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(f(iscale * x[xo + i]))));
+    for (let i = 0; i < n; i++) L[Lo + i] = nmax + clampInt(nearestInt(f(iscale * x[xo + i])), -nmax, nmax - 1);
   };
   let iscale = f(-nmax / max);
   setLevels(iscale);
@@ -798,7 +800,7 @@ const quantQ6_K: Quant = (x, y, n) => {
       const dl = f(d * i8(y[o + 192 + j]));
       if (dl === 0) continue;
       for (let i = 0; i < 16; i++) {
-        L[16 * j + i] = 32 + Math.max(-32, Math.min(31, nearestInt(f(x[xo + 16 * j + i] / dl))));
+        L[16 * j + i] = 32 + clampInt(nearestInt(f(x[xo + 16 * j + i] / dl)), -32, 31);
       }
     }
     for (let h = 0; h < 2; h++) {

@@ -79,7 +79,7 @@ for (const arch of ['llama', 'qwen2', 'qwen3'] as const) {
         assert.equal(hp.ropeType, arch === 'llama' ? 'norm' : 'neox');
         assert.equal(hp.hasQKVBias, arch === 'qwen2');
         assert.equal(hp.hasQKNorm, arch === 'qwen3');
-        assert.equal(hp.tiedEmbeddings, false);
+        assert.equal(hp.tiedEmbeddings, arch !== 'llama');
         assert.deepEqual(hp.unusedTensors, []);
         assert.equal(f.getString('tokenizer.ggml.model'), 'gpt2');
         assert.equal(f.getString('tokenizer.ggml.pre'), tok);
