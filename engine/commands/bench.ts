@@ -1,0 +1,24 @@
+// `repokv bench <what> ...`: measurements printed as one JSON object per line (--json) or as text.
+// Each benchmark lives in engine/bench/<what>.ts and exports `run(args): Promise<number>`; add new
+// ones to the table below.
+import { UserError } from '../errors.js';
+
+type Bench = { summary: string; load: () => Promise<{ run(args: string[]): Promise<number> }> };
+
+const benches: Record<string, Bench> = {
+  tokenize: {
+    summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
+    load: () => import('../bench/tokenize.js'),
+  },
+};
+
+export async function run(args: string[]): Promise<number> {
+  const [what, ...rest] = args;
+  if (!what || what === '--help' || what === '-h') {
+    console.log(['usage: repokv bench <benchmark> [options]', '', ...Object.entries(benches).map(([k, b]) => `  ${k.padEnd(10)} ${b.summary}`)].join('\n'));
+    return what ? 0 : 2;
+  }
+  const b = benches[what];
+  if (!b) throw new UserError(`unknown benchmark "${what}" (available: ${Object.keys(benches).join(', ')})`);
+  return (await b.load()).run(rest);
+}
