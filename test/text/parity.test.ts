@@ -15,6 +15,9 @@ import { GGUFFile } from '../../engine/gguf/reader.js';
 import { Tokenizer } from '../../engine/text/tokenizer.js';
 import { SYNTHETIC_TOKENIZER_KINDS, syntheticTokenizerMetadata, type SyntheticTokenizerKind } from '../../engine/text/synthetic.js';
 import { PARITY_FILES, readCorpus } from '../../engine/text/corpus.js';
+import { BYTE_TO_CP, byteLevelOrder } from '../../engine/text/unicode.js';
+import { GGUFValueType } from '../../engine/gguf/types.js';
+import type { GGUFMetaValue } from '../../engine/gguf/reader.js';
 
 /** Hand-written cases: Unicode classes, scripts, white space, digits, special-token text. */
 export const EDGE_CASES: string[] = [
@@ -160,3 +163,45 @@ for (const kind of SYNTHETIC_TOKENIZER_KINDS) {
     }
   });
 }
+
+test('parity with llama.cpp: every BMP code point and every 16th astral one, in letter, digit and space contexts', async () => {
+  // checks our Unicode class table (assets/unicode-classes.json) against llama.cpp's through the
+  // pre-tokenizers: a code point's class decides which words it joins. The vocabulary here merges
+  // every pair of bytes, so a word boundary anywhere shows in the tokens.
+  const parts: string[] = [];
+  const probe = (c: string) => parts.push(`a${c}1${c} ${c}${c}\n`);
+  for (let cp = 0x80; cp < 0x10000; cp++) if (cp < 0xd800 || cp > 0xdfff) probe(String.fromCharCode(cp));
+  for (let cp = 0x10000; cp < 0x110000; cp += 16) probe(String.fromCodePoint(cp));
+  const text = parts.join('');
+  const bytes = byteLevelOrder().map((b) => String.fromCharCode(BYTE_TO_CP[b]));
+  const pairs: string[] = [];
+  const merges: string[] = [];
+  for (const x of bytes) for (const y of bytes) {
+    pairs.push(x + y);
+    merges.push(`${x} ${y}`);
+  }
+  const tokens = [...bytes, ...pairs];
+  for (const pre of ['llama-bpe', 'qwen2', 'gpt-2']) {
+    const md: [string, GGUFMetaValue][] = [
+      ['tokenizer.ggml.model', meta.str('gpt2')],
+      ['tokenizer.ggml.pre', meta.str(pre)],
+      ['tokenizer.ggml.tokens', meta.arr(GGUFValueType.STRING, tokens)],
+      ['tokenizer.ggml.token_type', meta.arr(GGUFValueType.INT32, tokens.map(() => 1))],
+      ['tokenizer.ggml.merges', meta.arr(GGUFValueType.STRING, merges)],
+    ];
+    const path = join(dir, `cp-${pre}.gguf`);
+    writeGGUF(path, { metadata: [['general.architecture', meta.str('llama')], ...md], tensors: [] });
+    const tok = Tokenizer.fromMetadata(md, path);
+    const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+    try {
+      const ours = Array.from(tok.encode(text, { addSpecial: false }));
+      const theirs = Array.from(model.tokenize(text, false));
+      if (ours.length !== theirs.length || ours.some((t, i) => t !== theirs[i])) {
+        assert.fail(describeMismatch(tok, { name: `code points (${pre})`, text }, ours, theirs));
+      }
+      console.log(`# ${pre}: ${parts.length} code points, ${text.length} UTF-16 units, ${theirs.length} tokens, identical`);
+    } finally {
+      await model.dispose();
+    }
+  }
+});
