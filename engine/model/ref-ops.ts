@@ -83,6 +83,8 @@ export interface AttentionRefInput {
   qPos0: number;
   /** Optional extra mask: return false to drop key j for query i of head h (sparse patterns). */
   keep?: (h: number, i: number, j: number) => boolean;
+  /** Optional rounding of each normalized probability before it weights V (llama.cpp's f16 path). */
+  probRound?: (p: number) => number;
 }
 
 /**
@@ -119,10 +121,12 @@ export function attentionRef(a: AttentionRefInput): { out: Float32Array; lse: Fl
         s[j] = s[j] === -Infinity ? 0 : Math.exp(s[j] - m);
         sum += s[j];
       }
+      if (a.probRound) for (let j = 0; j <= last; j++) s[j] = a.probRound(s[j] / sum);
+      const div = a.probRound ? 1 : sum;
       for (let t = 0; t < d; t++) {
         let acc = 0;
         for (let j = 0; j <= last; j++) acc += s[j] * a.v[j * nKVHeads * d + kh * d + t];
-        out[i * nHeads * d + h * d + t] = acc / sum;
+        out[i * nHeads * d + h * d + t] = acc / div;
       }
       lse[h * nQ + i] = m + Math.log(sum);
     }

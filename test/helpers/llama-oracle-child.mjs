@@ -13,6 +13,8 @@ const context = await model.createContext({
   batchSize: req.batchSize ?? 512,
   threads: req.threads ?? 1,
   sequences: 1,
+  flashAttention: req.flashAttention ?? false,
+  ...(req.kvType ? { experimentalKvCacheKeyType: req.kvType, experimentalKvCacheValueType: req.kvType } : {}),
 });
 const seq = context.getSequence();
 const prompt = req.prompt;

@@ -10,6 +10,10 @@ export interface OracleRequest {
   contextSize?: number;
   batchSize?: number;
   topLogprobs?: number;
+  /** llama.cpp's flash attention (default off: its CPU kernel accumulates V in f16). */
+  flashAttention?: boolean;
+  /** KV cache type, e.g. 'F32' or 'F16' (llama.cpp's default is F16). */
+  kvType?: string;
 }
 
 export interface OracleResult {

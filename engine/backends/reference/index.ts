@@ -6,12 +6,26 @@ import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize } from '../../gguf/quant.js';
 import type { Act, AttentionParams, Backend, BackendInfo, KVCache, KVCacheOptions, RopeConfig, SeqSlice, Weight } from '../../model/backend.js';
 import { addRef, attentionRef, matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../model/ref-ops.js';
+import type { GGMLType } from '../../gguf/types.js';
+import { roundF16, toVecDotType } from './ggml-numerics.js';
 
 interface RefAct extends Act {
   data: Float32Array;
 }
 interface RefWeight extends Weight {
   data: Float32Array;
+  type: GGMLType;
+}
+
+export interface ReferenceOptions {
+  /**
+   * 'f32': every op in f32 (the plain reference). 'ggml-cpu': additionally round as llama.cpp's CPU
+   * build does (activations in the weight's vec_dot_type, f16 KV cache, f16 q and probabilities in
+   * attention), so its tokens can be compared with llama.cpp's one for one.
+   */
+  numerics?: 'f32' | 'ggml-cpu';
+  /** With 'ggml-cpu': the KV cache type llama.cpp was given ('f16' is its default). */
+  kvType?: 'f16' | 'f32';
 }
 
 /** Host-memory KV cache: per layer, K and V as [capacity, nKVHeads*headDim]. */
@@ -42,10 +56,18 @@ export class HostKVCache implements KVCache {
 }
 
 export class ReferenceBackend implements Backend {
-  readonly info: BackendInfo = { name: 'reference', device: 'TypeScript reference (f32, single thread)', details: {} };
+  readonly info: BackendInfo;
+  private readonly ggml: boolean;
+  private readonly kvF16: boolean;
+
+  constructor(opts: ReferenceOptions = {}) {
+    this.ggml = opts.numerics === 'ggml-cpu';
+    this.kvF16 = this.ggml && (opts.kvType ?? 'f16') === 'f16';
+    this.info = { name: 'reference', device: 'TypeScript reference (single thread)', details: { numerics: opts.numerics ?? 'f32' } };
+  }
 
   uploadWeight(t: GGUFTensorInfo, bytes: Uint8Array): Weight {
-    const w: RefWeight = { name: t.name, dims: t.dims, data: dequantize(t.type, bytes, t.nElements) };
+    const w: RefWeight = { name: t.name, dims: t.dims, type: t.type, data: dequantize(t.type, bytes, t.nElements) };
     return w;
   }
 
@@ -75,7 +97,12 @@ export class ReferenceBackend implements Backend {
     const W = w as RefWeight;
     const [k, n] = W.dims;
     if (a.cols !== k) throw new Error(`matmul: ${a.cols} input columns, weight ${W.name} takes ${k}`);
-    return act(a.rows, n, matmulRef(a.data, a.rows, k, W.data, n, bias ? (bias as RefWeight).data : undefined));
+    let xs = a.data;
+    if (this.ggml) {
+      xs = Float32Array.from(xs);
+      toVecDotType(xs, a.rows, k, W.type);
+    }
+    return act(a.rows, n, matmulRef(xs, a.rows, k, W.data, n, bias ? (bias as RefWeight).data : undefined));
   }
 
   rope(x: Act, positions: Int32Array, nHeads: number, headDim: number, cfg: RopeConfig): Act {
@@ -94,9 +121,14 @@ export class ReferenceBackend implements Backend {
       if (s.pos + s.n > kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${kv.capacity}`);
       kv.k[p.layer].set(K.data.subarray(s.row * rs, (s.row + s.n) * rs), s.pos * rs);
       kv.v[p.layer].set(V.data.subarray(s.row * rs, (s.row + s.n) * rs), s.pos * rs);
+      if (this.kvF16) {
+        for (const c of [kv.k[p.layer], kv.v[p.layer]]) for (let i = s.pos * rs; i < (s.pos + s.n) * rs; i++) c[i] = roundF16(c[i]);
+      }
+      let qs = Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols);
+      if (this.kvF16) qs = qs.map(roundF16);
       const nK = s.pos + s.n;
       const r = attentionRef({
-        q: Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols),
+        q: qs,
         k: kv.k[p.layer].subarray(0, nK * rs),
         v: kv.v[p.layer].subarray(0, nK * rs),
         nQ: s.n,
@@ -106,6 +138,7 @@ export class ReferenceBackend implements Backend {
         headDim: p.headDim,
         scale: p.scale,
         qPos0: s.pos,
+        probRound: this.kvF16 ? roundF16 : undefined,
       });
       out.set(r.out, s.row * Q.cols);
     }
