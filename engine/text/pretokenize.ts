@@ -7,13 +7,17 @@
 //                         ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //   qwen2:                the same with \p{N} (one digit per word) instead of \p{N}{1,3}
 //   gpt2:                 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
+//   default:              four splits in a row (files with no or an unknown-to-them pre-tokenizer):
+//                         [\p{P}\$\+<=>\^~\|]+, then gpt2, then \p{N}+, then [0-9][0-9][0-9]. llama.cpp runs
+//                         the three regexes with std::regex over a "collapsed" text where every non-ASCII
+//                         code point stands as one byte for its class; we do the same with JS regexes.
 //
 // Words are reported as end offsets (UTF-16 indices into the string) so the caller can slice or hash
 // them without this code allocating anything per word.
 
 import { CharClass, CLASS_MASK, WS_BIT, charClasses } from './unicode.js';
 
-export type PreTokenizerKind = 'llama3' | 'qwen2' | 'gpt2';
+export type PreTokenizerKind = 'llama3' | 'qwen2' | 'gpt2' | 'default';
 
 /** A growable list of word end offsets, reused across calls. */
 export class WordEnds {
@@ -262,11 +266,72 @@ export function splitGpt2(s: string, start: number, end: number, out: WordEnds):
   }
 }
 
+// The default pre-tokenizer's regexes over the collapsed text: non-ASCII code points are written as
+// \u00D1 (number), \u00D2 (letter), \u00D3 (punctuation), \u00D4 (mark), \u00D5 (symbol), \u00D0
+// (other), \x0B (white space); \p{P} and \p{N} become those units plus their ASCII members.
+const RE_DEFAULT_PUNCT = /[\u00D3!-#%-*,-/:-;?-@[-\]_{}$+<=>^~|]+/g;
+const RE_DEFAULT_NUMBER = /[\u00D10-9]+/g;
+const RE_DEFAULT_DIGITS3 = /[0-9][0-9][0-9]/g;
+const COLLAPSED = ['\u00D0', '\u00D1', '\u00D2', '\u00D0', '\u00D4', '\u00D3', '\u00D5', '\u00D0'];
+
+/** Cuts every [bounds[i], bounds[i+1]) of the collapsed text into regex matches and the gaps between them. */
+function regexSplit(collapsed: string, re: RegExp, bounds: number[]): number[] {
+  const out = [bounds[0]];
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const a = bounds[i];
+    const b = bounds[i + 1];
+    const sub = collapsed.slice(a, b);
+    let last = 0;
+    for (const m of sub.matchAll(re)) {
+      if (m.index > last) out.push(a + m.index);
+      last = m.index + m[0].length;
+      out.push(a + last);
+    }
+    if (last < sub.length) out.push(b);
+  }
+  return out;
+}
+
+/** Splits s[start, end) with llama.cpp's default BPE pre-tokenizer. */
+export function splitDefault(s: string, start: number, end: number, out: WordEnds): void {
+  const C = charClasses();
+  // code points: their UTF-16 offsets, and the collapsed text (one unit per code point)
+  const pos: number[] = [];
+  let collapsed = '';
+  for (let i = start; i < end; ) {
+    const cp = cpAt(s, i);
+    pos.push(i);
+    if (cp < 0x80) collapsed += s[i];
+    else {
+      const f = C[cp];
+      collapsed += f & WS_BIT ? '\x0B' : COLLAPSED[f & CLASS_MASK];
+    }
+    i += cp > 0xffff ? 2 : 1;
+  }
+  const n = pos.length;
+  pos.push(end);
+  let bounds = regexSplit(collapsed, RE_DEFAULT_PUNCT, [0, n]);
+  // the gpt2 split, run on the original text within each piece, its ends mapped back to code points
+  const cpIndex = new Map<number, number>();
+  for (let k = 0; k <= n; k++) cpIndex.set(pos[k], k);
+  const words = new WordEnds();
+  const next = [0];
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    words.reset();
+    splitGpt2(s, pos[bounds[i]], pos[bounds[i + 1]], words);
+    for (let k = 0; k < words.length; k++) next.push(cpIndex.get(words.ends[k])!);
+  }
+  bounds = regexSplit(collapsed, RE_DEFAULT_NUMBER, next);
+  bounds = regexSplit(collapsed, RE_DEFAULT_DIGITS3, bounds);
+  for (let k = 1; k < bounds.length; k++) out.push(pos[bounds[k]]);
+}
+
 /** Splits s[start, end) with the named pre-tokenizer. */
 export function preTokenize(kind: PreTokenizerKind, s: string, start: number, end: number, out: WordEnds): void {
   if (kind === 'llama3') splitLlama3(s, start, end, 3, out);
   else if (kind === 'qwen2') splitLlama3(s, start, end, 1, out);
-  else splitGpt2(s, start, end, out);
+  else if (kind === 'gpt2') splitGpt2(s, start, end, out);
+  else splitDefault(s, start, end, out);
 }
 
 /** Convenience for tests and tools: the words of a string. */

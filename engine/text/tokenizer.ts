@@ -1,6 +1,6 @@
 // The tokenizer of a GGUF model: text to token ids and back, exactly as llama.cpp does it for the same
 // file (src/llama-vocab.cpp: tokenize, token_to_piece, detokenize). Supports byte-level BPE ("gpt2")
-// with the llama3 / qwen2 / gpt-2 pre-tokenizers, and SentencePiece ("llama") with byte fallback.
+// with the llama3 / qwen2 / gpt-2 / default pre-tokenizers, and SentencePiece ("llama") with byte fallback.
 //
 //   const tok = Tokenizer.fromGGUF(GGUFFile.open(path, { metadataOnly: true }));
 //   const ids = tok.encode(text, { addSpecial: true, parseSpecial: false });

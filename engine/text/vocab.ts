@@ -29,7 +29,7 @@ export interface MetadataSource {
 }
 
 export type VocabType = 'bpe' | 'spm';
-export type PreTokenizerType = 'llama3' | 'qwen2' | 'gpt2';
+export type PreTokenizerType = 'llama3' | 'qwen2' | 'gpt2' | 'default';
 
 const NULL = -1;
 
@@ -160,8 +160,12 @@ export class Vocab {
         this.cleanSpaces = false;
       } else if (PRE_GPT2.includes(pre)) {
         this.pre = 'gpt2';
+      } else if (pre === '' || pre === 'default' || pre === 'stablelm2') {
+        // no pre-tokenizer named (older conversions): llama.cpp's default regexes
+        this.pre = 'default';
+        if (pre === 'stablelm2') this.cleanSpaces = false;
       } else {
-        fail(`uses the pre-tokenizer "${pre || 'default'}", which repokv does not support yet (supported: ${[...PRE_LLAMA3, ...PRE_QWEN2, ...PRE_GPT2].join(', ')})`);
+        fail(`uses the pre-tokenizer "${pre || 'default'}", which repokv does not support yet (supported: ${[...PRE_LLAMA3, ...PRE_QWEN2, ...PRE_GPT2, 'default', 'stablelm2'].join(', ')})`);
       }
     } else {
       fail(`uses the tokenizer model "${model}", which repokv does not support (supported: gpt2, llama)`);

@@ -110,10 +110,19 @@ function describeMismatch(tok: Tokenizer, c: Case, ours: number[], theirs: numbe
   return `${c.name}: token ${i} of ${theirs.length} (llama.cpp) / ${ours.length} (ours), after ${JSON.stringify(before.slice(-40))}\n  ours:      ${at(ours)}\n  llama.cpp: ${at(theirs)}`;
 }
 
-for (const kind of SYNTHETIC_TOKENIZER_KINDS) {
+// the three synthetic kinds, and the llama-bpe vocabulary under llama.cpp's default pre-tokenizer
+const VARIANTS: { kind: string; md: () => [string, GGUFMetaValue][] }[] = [
+  ...SYNTHETIC_TOKENIZER_KINDS.map((k) => ({ kind: k as string, md: () => syntheticTokenizerMetadata(k as SyntheticTokenizerKind) })),
+  {
+    kind: 'llama-bpe vocabulary, pre-tokenizer "default"',
+    md: () => syntheticTokenizerMetadata('llama-bpe').map(([k, v]) => [k, k === 'tokenizer.ggml.pre' ? meta.str('default') : v] as [string, GGUFMetaValue]),
+  },
+];
+
+for (const { kind, md: makeMd } of VARIANTS) {
   test(`parity with llama.cpp: ${kind}`, async () => {
-    const md = syntheticTokenizerMetadata(kind as SyntheticTokenizerKind);
-    const path = join(dir, `${kind}.gguf`);
+    const md = makeMd();
+    const path = join(dir, `${kind.replace(/\W+/g, '-')}.gguf`);
     writeGGUF(path, { metadata: [['general.architecture', meta.str('llama')], ...md], tensors: [] });
     const file = GGUFFile.open(path, { metadataOnly: true });
     const tok = Tokenizer.fromGGUF(file);
@@ -181,7 +190,7 @@ test('parity with llama.cpp: every BMP code point and every 16th astral one, in 
     merges.push(`${x} ${y}`);
   }
   const tokens = [...bytes, ...pairs];
-  for (const pre of ['llama-bpe', 'qwen2', 'gpt-2']) {
+  for (const pre of ['llama-bpe', 'qwen2', 'gpt-2', 'default']) {
     const md: [string, GGUFMetaValue][] = [
       ['tokenizer.ggml.model', meta.str('gpt2')],
       ['tokenizer.ggml.pre', meta.str(pre)],
