@@ -11,6 +11,7 @@ import { loadTransformerConfig } from './model/config.js';
 import { Sampler, type SamplingOptions } from './model/sampler.js';
 import { Transformer, type TransformerConfig } from './model/transformer.js';
 import { Tokenizer } from './text/tokenizer.js';
+import { ChatTemplate, type ChatMessage } from './text/chat-template.js';
 import { ReferenceBackend } from './backends/reference/index.js';
 
 export type BackendChoice = 'auto' | 'cpu' | 'webgpu' | 'reference';
@@ -76,6 +77,7 @@ export class Engine {
     readonly modelPath: string,
     readonly config: TransformerConfig,
     readonly tokenizer: Tokenizer,
+    readonly chatTemplate: ChatTemplate | null,
     readonly backend: Backend,
     readonly model: Transformer,
     readonly contextSize: number,
@@ -87,6 +89,7 @@ export class Engine {
     try {
       const config = loadTransformerConfig(file);
       const tokenizer = Tokenizer.fromGGUF(file);
+      const chatTemplate = ChatTemplate.fromGGUF(file);
       checkMemory(file, opts.model);
       const backend = await createBackend(opts.backend ?? 'auto', opts);
       const model = new Transformer(config, backend);
@@ -98,7 +101,7 @@ export class Engine {
       }
       const ctx = Math.min(opts.contextSize ?? Math.min(config.contextLength, 8192), config.contextLength);
       const chunk = opts.prefillChunk ?? (backend.info.name === 'reference' ? 64 : 512);
-      return new Engine(opts.model, config, tokenizer, backend, model, ctx, chunk);
+      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk);
     } finally {
       file.close();
     }
@@ -106,6 +109,13 @@ export class Engine {
 
   get info() {
     return { model: this.modelPath, arch: this.config.arch, backend: this.backend.info, contextSize: this.contextSize };
+  }
+
+  /** Token ids of a chat, rendered with the model's own template (ending with the assistant header). */
+  chatTokens(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+    if (!this.chatTemplate) throw new UserError(`${this.modelPath}: the model has no chat template (tokenizer.chat_template); use a plain prompt or an instruct model`);
+    const text = this.chatTemplate.render(messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true });
+    return Array.from(this.tokenizer.encode(text, { addSpecial: true, parseSpecial: true }));
   }
 
   createSequence(capacity = this.contextSize): Sequence {

@@ -28,11 +28,9 @@ export async function run(args: string[]): Promise<number> {
     let ids: number[];
     if (p.flags.has('chat')) {
       const system = flagString(p, 'system');
-      const messages = [...(system ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }];
-      const text = engine.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
-      ids = engine.tokenizer.encode(text, { addSpecial: false, parseSpecial: true });
+      ids = engine.chatTokens([...(system ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }]);
     } else {
-      ids = engine.tokenizer.encode(prompt, { addSpecial: !p.flags.has('no-bos'), parseSpecial: false });
+      ids = Array.from(engine.tokenizer.encode(prompt, { addSpecial: !p.flags.has('no-bos'), parseSpecial: false }));
     }
     const seq = engine.createSequence(Math.min(engine.contextSize, Math.max(ids.length + flagNumber(p, 'max-tokens', 128) + 1, 64)));
     const ac = new AbortController();

@@ -19,7 +19,7 @@ export async function runGreedy(modelPath: string, backend: Backend, prompt: num
   model.load(file);
   file.close();
   const kv = model.createKV(prompt.length + nGen + 1);
-  let logits = new Float32Array(0);
+  let logits: Float32Array = new Float32Array(0);
   for (let s = 0; s < prompt.length; s += chunk) {
     const e = Math.min(prompt.length, s + chunk);
     const n = e - s;

@@ -25,7 +25,7 @@ for (const arch of ARCHS) {
 // semantics of every quantized product (which activation format goes with which weight type).
 const ONE_LAYER_TOL: Record<string, number> = { q8_0: 1e-4, q4_0: 1e-4, q4_k: 1e-4, q6_k: 1e-4, bf16: 1e-4, f16: 2e-3 };
 for (const type of Object.keys(ONE_LAYER_TOL) as WeightTypeName[]) {
-  test(`one-layer qwen2 ${type}: ggml-cpu numerics reproduce llama.cpp's log-probs (tolerance ${ONE_LAYER_TOL[type]})`, async () => {
+  test(`one-layer qwen2 ${type}: ggml-cpu numerics reproduce llama.cpp's log-probs (tolerance ${ONE_LAYER_TOL[type]})`, async (t) => {
     const path = join(testModelDir(), `qwen2-1layer-${type}.gguf`);
     writeSyntheticModel(path, syntheticModel({ arch: 'qwen2', shape: { ...presetShape('qwen2', 'tiny'), nLayers: 1 }, type, seed: 5 }));
     const r = await compareWithLlamaCpp(path, new ReferenceBackend({ numerics: 'ggml-cpu', kvType: 'f32' }), randomTokens(12, 300, 4000, 3), 8);
