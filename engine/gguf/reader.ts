@@ -15,13 +15,32 @@ import {
 } from './types.js';
 
 export class GGUFError extends Error {
+  readonly problem: string;
   constructor(
     readonly file: string,
-    readonly problem: string,
+    problem: string,
   ) {
-    super(`${file}: ${problem}`);
+    // Names and keys come from the file itself: a damaged one may hold newlines, terminal escapes or
+    // kilobytes of garbage. Keep the message one printable line of sensible length.
+    const clean = printableProblem(problem);
+    super(`${printableText(file)}: ${clean}`);
+    this.problem = clean;
     this.name = 'GGUFError';
   }
+}
+
+/** Control characters (and U+2028/2029) escaped as \xNN / \uNNNN. */
+function printableText(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16)}`;
+  });
+}
+
+/** Printable, with every quoted name cut to 80 characters and the whole to 500. */
+function printableProblem(problem: string): string {
+  const cut = (x: string, n: number) => (x.length > n ? `${x.slice(0, n - 1)}…` : x);
+  return cut(printableText(problem).replace(/"([^"]{81,})"/g, (_, inner: string) => `"${cut(inner, 80)}"`), 500);
 }
 
 export type GGUFScalar = number | bigint | boolean | string;
@@ -49,7 +68,10 @@ export interface GGUFTensorInfo {
 }
 
 const MAX_STRING = 1 << 30; // 1 GiB; a longer metadata string is surely corruption
-const MAX_NAME = 4096;
+const MAX_NAME = 64; // GGML_MAX_NAME: llama.cpp refuses a tensor name of 64 bytes or more
+// The largest real metadata arrays are vocabularies (~256k tokens, ~300k merges); a longer one is
+// corruption, and reading it would build a JS array of many gigabytes even when the file is big.
+const MAX_ARRAY = 1 << 26;
 
 /** Sequential reader over a file descriptor with a small window buffer and strict bounds. */
 class BoundedReader {
@@ -192,7 +214,7 @@ function readValue(r: BoundedReader, type: number, key: string, depth: number): 
       // Every element takes at least one byte (8 for strings and arrays: their length prefix), so a
       // length the rest of the file cannot hold is rejected before anything is allocated.
       const minElem = GGUF_SCALAR_SIZE[elemType as GGUFValueType] ?? (elemType === GGUFValueType.ARRAY ? 12 : 8);
-      const n = r.count(`length of array "${key}"`, Math.floor(r.remaining / minElem));
+      const n = r.count(`length of array "${key}"`, Math.min(MAX_ARRAY, Math.floor(r.remaining / minElem)));
       const items: (GGUFScalar | GGUFArray)[] = new Array(n);
       for (let i = 0; i < n; i++) items[i] = readValue(r, elemType, key, depth + 1);
       return { elemType, items };
@@ -282,7 +304,8 @@ export class GGUFFile {
     }
     if (opts.metadataOnly) return;
     for (let i = 0; i < nTensors; i++) {
-      const name = r.string(`name of tensor ${i}`, MAX_NAME);
+      const name = r.string(`name of tensor ${i}`);
+      if (Buffer.byteLength(name) >= MAX_NAME) r.fail(`tensor ${i} has a name of ${Buffer.byteLength(name)} bytes ("${name}"); llama.cpp allows at most ${MAX_NAME - 1}`);
       if (this.byName.has(name)) r.fail(`tensor "${name}" appears twice`);
       const nDims = r.u32(`dimension count of "${name}"`);
       if (nDims < 1 || nDims > GGML_MAX_DIMS) r.fail(`tensor "${name}" has ${nDims} dimensions (1 to ${GGML_MAX_DIMS} allowed)`);
