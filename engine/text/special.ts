@@ -26,6 +26,8 @@ export class SpecialMatcher {
   /** Special tokens by the first two UTF-16 units of their text (one-unit texts: by that unit). */
   private byPrefix = new Map<number, number[]>();
   private single = new Map<number, number[]>();
+  /** 1 for UTF-16 units some special token starts with: the scan skips every other unit at once. */
+  private first = new Uint8Array(65536);
   private rank = new Map<number, number>();
   private hasAny: boolean[] = [false, false];
 
@@ -33,6 +35,7 @@ export class SpecialMatcher {
     vocab.specialTokens.forEach((id, r) => {
       const t = vocab.texts[id];
       this.rank.set(id, r);
+      this.first[t.charCodeAt(0)] = 1;
       const map = t.length === 1 ? this.single : this.byPrefix;
       const key = t.length === 1 ? t.charCodeAt(0) : t.charCodeAt(0) * 65536 + t.charCodeAt(1);
       let list = map.get(key);
@@ -51,8 +54,10 @@ export class SpecialMatcher {
     // every occurrence of every eligible special token: [rank, start]
     const occ: number[] = [];
     const hasSingle = this.single.size > 0;
+    const first = this.first;
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
+      if (first[c] === 0) continue;
       const list = i + 1 < text.length ? this.byPrefix.get(c * 65536 + text.charCodeAt(i + 1)) : undefined;
       const list1 = hasSingle ? this.single.get(c) : undefined;
       if (!list && !list1) continue;

@@ -5,10 +5,11 @@
 //
 // Speed: merging never crosses a point where no token contains the two characters on either side, so
 // the text is cut before each ▁ whose left neighbour never precedes ▁ inside a token. The pieces are
-// word-like ("▁return", "▁▁▁▁") and their results are cached.
+// word-like ("▁return", "▁▁▁▁") and their results are cached. On a cache miss, symbols are integer
+// ids and the pairs that merge come from a table made once from the vocabulary (every token cut in two).
 
 import type { Vocab } from './vocab.js';
-import { IntList } from './intlist.js';
+import type { IntList } from './intlist.js';
 
 export const SPM_SPACE = 0x2581; // ▁
 const MAX_CACHED = 64;
@@ -19,9 +20,27 @@ export class SPMModel {
   private beforeSpace = new Set<number>();
   private byteToken = new Int32Array(256);
   private readonly cache = new Map<string, number | Int32Array>();
-  private scratch = new IntList(64);
+  // Symbols are tokens or single code points that are not tokens ("extended" ids from vocab.size on).
+  // A pair of symbols merges when their concatenation is a token: every such pair is listed up front by
+  // cutting every token in two at each code point boundary.
+  private readonly nTokens: number;
+  private readonly bmpSym = new Int32Array(65536).fill(-1);
+  private readonly astralSym = new Map<number, number>();
+  private extraCount = 0;
+  private tblLeft: Int32Array;
+  private tblRight: Int32Array;
+  private tblResult: Int32Array;
+  private tblMask: number;
+  // scratch of the merge loop
+  private sym = new Int32Array(64);
+  private cpStart = new Int32Array(64);
+  private cpLen = new Int32Array(64);
+  private prev = new Int32Array(64);
+  private next = new Int32Array(64);
+  private heap = new ScoreHeap();
 
   constructor(private readonly vocab: Vocab) {
+    this.nTokens = vocab.size;
     for (const t of vocab.texts) {
       for (let j = t.indexOf('\u2581', 1); j > 0; j = t.indexOf('\u2581', j + 1)) this.beforeSpace.add(t.charCodeAt(j - 1));
     }
@@ -30,6 +49,74 @@ export class SPMModel {
       let id = vocab.textToId.get(hex);
       if (id === undefined && b < 0x80) id = vocab.textToId.get(String.fromCharCode(b));
       this.byteToken[b] = id ?? vocab.unk; // llama.cpp would stop with an exception here
+    }
+    // symbol ids of single code points: the token when there is one, else an extended id when the
+    // code point appears inside some token (it can merge), else none
+    for (const [t, id] of vocab.textToId) {
+      const cp = t.codePointAt(0)!;
+      if (t.length === (cp > 0xffff ? 2 : 1)) this.setCpSym(cp, id);
+    }
+    for (const t of vocab.texts) {
+      for (const ch of t) {
+        const cp = ch.codePointAt(0)!;
+        if (this.cpSym(cp) < 0) this.setCpSym(cp, this.nTokens + this.extraCount++);
+      }
+    }
+    // every token split in two symbols: (left, right) -> token
+    const entries: number[] = [];
+    const symOf = (text: string): number => {
+      const id = vocab.textToId.get(text);
+      if (id !== undefined) return id;
+      const cp = text.codePointAt(0)!;
+      return text.length === (cp > 0xffff ? 2 : 1) ? this.cpSym(cp) : -1;
+    };
+    vocab.textToId.forEach((id, t) => {
+      for (let k = 1; k < t.length; k++) {
+        if ((t.charCodeAt(k) & 0xfc00) === 0xdc00) continue; // inside a surrogate pair
+        const l = symOf(t.slice(0, k));
+        if (l < 0) continue;
+        const r = symOf(t.slice(k));
+        if (r >= 0) entries.push(l, r, id);
+      }
+    });
+    let cap = 16;
+    while (cap < (entries.length / 3) * 2) cap <<= 1;
+    this.tblLeft = new Int32Array(cap).fill(-1);
+    this.tblRight = new Int32Array(cap);
+    this.tblResult = new Int32Array(cap);
+    this.tblMask = cap - 1;
+    for (let i = 0; i < entries.length; i += 3) {
+      const l = entries[i];
+      const r = entries[i + 1];
+      let h = this.hash(l, r);
+      while (this.tblLeft[h] !== -1 && !(this.tblLeft[h] === l && this.tblRight[h] === r)) h = (h + 1) & this.tblMask;
+      this.tblLeft[h] = l;
+      this.tblRight[h] = r;
+      this.tblResult[h] = entries[i + 2];
+    }
+  }
+
+  private cpSym(cp: number): number {
+    return cp < 0x10000 ? this.bmpSym[cp] : (this.astralSym.get(cp) ?? -1);
+  }
+  private setCpSym(cp: number, id: number): void {
+    if (cp < 0x10000) this.bmpSym[cp] = id;
+    else this.astralSym.set(cp, id);
+  }
+
+  private hash(l: number, r: number): number {
+    return ((Math.imul(l, 0x9e3779b1) ^ Math.imul(r + 0x7f4a7c15, 0x85ebca77)) >>> 0) & this.tblMask;
+  }
+
+  /** The token the two symbols merge into, or -1. */
+  private mergeOf(l: number, r: number): number {
+    if (l < 0 || r < 0) return -1;
+    let h = this.hash(l, r);
+    for (;;) {
+      const k = this.tblLeft[h];
+      if (k === -1) return -1;
+      if (k === l && this.tblRight[h] === r) return this.tblResult[h];
+      h = (h + 1) & this.tblMask;
     }
   }
 
@@ -52,7 +139,7 @@ export class SPMModel {
 
   private encodeSegment(s: string, start: number, end: number, out: IntList): void {
     if (end - start > MAX_CACHED) {
-      this.mergeSegment(s.slice(start, end), out);
+      this.mergeSegment(s, start, end, out);
       return;
     }
     const key = s.slice(start, end);
@@ -63,94 +150,129 @@ export class SPMModel {
       return;
     }
     const mark = out.length;
-    this.mergeSegment(key, out);
+    this.mergeSegment(s, start, end, out);
     if (this.cache.size >= MAX_CACHE) this.cache.clear();
     this.cache.set(key, out.length - mark === 1 ? out.data[mark] : out.data.slice(mark, out.length));
   }
 
-  /** The merge loop over one segment (a cache miss). */
-  private mergeSegment(seg: string, out: IntList): void {
-    const { vocab } = this;
-    // symbols: code points, as [start, length) in UTF-16 units
-    const n0 = seg.length;
-    const st = new Int32Array(n0);
-    const ln = new Int32Array(n0);
+  /** The merge loop over s[start, end) (a cache miss). */
+  private mergeSegment(s: string, start: number, end: number, out: IntList): void {
+    const units = end - start;
+    if (this.sym.length < units) this.grow(units);
+    const { sym, cpStart, cpLen, prev, next, heap } = this;
     let n = 0;
-    for (let i = 0; i < n0; ) {
-      const c = seg.charCodeAt(i);
-      const w = (c & 0xfc00) === 0xd800 && i + 1 < n0 ? 2 : 1;
-      st[n] = i;
-      ln[n] = w;
+    for (let i = start; i < end; ) {
+      let cp = s.charCodeAt(i);
+      let w = 1;
+      if ((cp & 0xfc00) === 0xd800 && i + 1 < end) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (s.charCodeAt(i + 1) - 0xdc00);
+        w = 2;
+      }
+      sym[n] = this.cpSym(cp);
+      cpStart[n] = i;
+      cpLen[n] = w;
+      prev[n] = n - 1;
+      next[n] = n + 1;
       n++;
       i += w;
     }
-    const prev = new Int32Array(n);
-    const next = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      prev[i] = i - 1;
-      next[i] = i + 1 < n ? i + 1 : -1;
+    next[n - 1] = -1;
+    heap.clear();
+    const scores = this.vocab.scores;
+    for (let i = 1; i < n; i++) {
+      const m = this.mergeOf(sym[i - 1], sym[i]);
+      if (m >= 0) heap.push(scores[m], i - 1, i, cpLen[i - 1] + cpLen[i], m);
     }
-    const heap = new ScoreHeap();
-    const tryAdd = (l: number, r: number): void => {
-      if (l < 0 || r < 0) return;
-      const text = seg.substr(st[l], ln[l] + ln[r]);
-      const id = vocab.textToId.get(text);
-      if (id === undefined) return;
-      heap.push(vocab.scores[id], l, r, ln[l] + ln[r]);
-    };
-    for (let i = 1; i < n; i++) tryAdd(i - 1, i);
     while (heap.size) {
       heap.pop();
       const l = heap.topLeft;
       const r = heap.topRight;
-      if (ln[l] === 0 || ln[r] === 0 || ln[l] + ln[r] !== heap.topSize) continue;
-      ln[l] += ln[r];
-      ln[r] = 0;
-      next[l] = next[r];
-      if (next[r] >= 0) prev[next[r]] = l;
-      tryAdd(prev[l], l);
-      tryAdd(l, next[l]);
+      if (cpLen[l] === 0 || cpLen[r] === 0 || cpLen[l] + cpLen[r] !== heap.topSize) continue; // stale
+      sym[l] = heap.topResult;
+      cpLen[l] += cpLen[r];
+      cpLen[r] = 0;
+      const nx = next[r];
+      next[l] = nx;
+      if (nx >= 0) prev[nx] = l;
+      const p = prev[l];
+      if (p >= 0) {
+        const m = this.mergeOf(sym[p], sym[l]);
+        if (m >= 0) heap.push(scores[m], p, l, cpLen[p] + cpLen[l], m);
+      }
+      if (nx >= 0) {
+        const m = this.mergeOf(sym[l], sym[nx]);
+        if (m >= 0) heap.push(scores[m], l, nx, cpLen[l] + cpLen[nx], m);
+      }
     }
     for (let i = 0; i !== -1; i = next[i]) {
-      const text = seg.substr(st[i], ln[i]);
-      const id = vocab.textToId.get(text);
-      if (id !== undefined) out.push(id);
+      const id = sym[i];
+      if (id >= 0 && id < this.nTokens) out.push(id);
       else {
-        const bytes = Buffer.from(text, 'utf8');
-        for (const b of bytes) out.push(this.byteToken[b]);
+        // a code point that is not a token: its UTF-8 bytes as byte tokens
+        for (const b of Buffer.from(s.substr(cpStart[i], cpLen[i]), 'utf8')) out.push(this.byteToken[b]);
       }
     }
   }
+
+  private grow(n: number): void {
+    const cap = Math.max(n, this.sym.length * 2);
+    this.sym = new Int32Array(cap);
+    this.cpStart = new Int32Array(cap);
+    this.cpLen = new Int32Array(cap);
+    this.prev = new Int32Array(cap);
+    this.next = new Int32Array(cap);
+  }
 }
 
-/** Max-heap of candidate merges by (score desc, left asc). */
+/** Max-heap of candidate merges by (score desc, left asc); the popped entry is left in top*. */
 class ScoreHeap {
-  private score: number[] = [];
-  private left: number[] = [];
-  private right: number[] = [];
-  private sz: number[] = [];
+  private score = new Float64Array(64);
+  private left = new Int32Array(64);
+  private right = new Int32Array(64);
+  private sz = new Int32Array(64);
+  private res = new Int32Array(64);
   size = 0;
   topLeft = 0;
   topRight = 0;
   topSize = 0;
+  topResult = 0;
 
+  clear(): void {
+    this.size = 0;
+  }
   private before(i: number, j: number): boolean {
     const a = this.score[i];
     const b = this.score[j];
     return a > b || (a === b && this.left[i] < this.left[j]);
   }
   private swap(i: number, j: number): void {
-    let t = this.score[i]; this.score[i] = this.score[j]; this.score[j] = t;
-    t = this.left[i]; this.left[i] = this.left[j]; this.left[j] = t;
+    const s = this.score[i]; this.score[i] = this.score[j]; this.score[j] = s;
+    let t = this.left[i]; this.left[i] = this.left[j]; this.left[j] = t;
     t = this.right[i]; this.right[i] = this.right[j]; this.right[j] = t;
     t = this.sz[i]; this.sz[i] = this.sz[j]; this.sz[j] = t;
+    t = this.res[i]; this.res[i] = this.res[j]; this.res[j] = t;
   }
-  push(score: number, left: number, right: number, size: number): void {
+  push(score: number, left: number, right: number, size: number, result: number): void {
+    if (this.size === this.left.length) {
+      const gi = (a: Int32Array) => {
+        const b = new Int32Array(a.length * 2);
+        b.set(a);
+        return b;
+      };
+      const f = new Float64Array(this.score.length * 2);
+      f.set(this.score);
+      this.score = f;
+      this.left = gi(this.left);
+      this.right = gi(this.right);
+      this.sz = gi(this.sz);
+      this.res = gi(this.res);
+    }
     let i = this.size++;
     this.score[i] = score;
     this.left[i] = left;
     this.right[i] = right;
     this.sz[i] = size;
+    this.res[i] = result;
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (!this.before(i, p)) break;
@@ -162,12 +284,14 @@ class ScoreHeap {
     this.topLeft = this.left[0];
     this.topRight = this.right[0];
     this.topSize = this.sz[0];
+    this.topResult = this.res[0];
     const last = --this.size;
     if (last > 0) {
       this.score[0] = this.score[last];
       this.left[0] = this.left[last];
       this.right[0] = this.right[last];
       this.sz[0] = this.sz[last];
+      this.res[0] = this.res[last];
       let i = 0;
       for (;;) {
         const l = 2 * i + 1;
