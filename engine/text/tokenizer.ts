@@ -185,9 +185,14 @@ export class Tokenizer {
     return utf8Decoder.decode(buf);
   }
 
-  /** A decoder for streamed tokens that only ever emits whole UTF-8 characters. */
-  streamDecoder(opts: { special?: boolean } = {}): StreamDecoder {
-    return new StreamDecoder(this, opts.special ?? false);
+  /**
+   * A decoder for streamed tokens that only ever emits whole UTF-8 characters. Generated tokens
+   * continue a prompt, so by default nothing is stripped (llama.cpp's token_to_piece); with
+   * stripLeadingSpace the first token loses the space an SPM vocabulary puts before a text's start,
+   * as decode() does.
+   */
+  streamDecoder(opts: { special?: boolean; stripLeadingSpace?: boolean } = {}): StreamDecoder {
+    return new StreamDecoder(this, opts.special ?? false, opts.stripLeadingSpace ?? false);
   }
 
   private check(id: number): void {
@@ -288,12 +293,15 @@ export function cleanSpaces(t: Uint8Array): Uint8Array {
  */
 export class StreamDecoder {
   private pending = new Uint8Array(0);
-  private first = true;
+  private first: boolean;
 
   constructor(
     private readonly tok: Tokenizer,
     private readonly special: boolean,
-  ) {}
+    stripLeadingSpace: boolean,
+  ) {
+    this.first = stripLeadingSpace;
+  }
 
   push(id: number): string {
     let p = this.tok.tokenBytes(id, this.special);
