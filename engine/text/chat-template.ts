@@ -21,6 +21,13 @@ export interface RenderOptions {
   tools?: unknown[];
   /** More variables for the template. */
   variables?: Record<string, unknown>;
+  /**
+   * The tokenizer will add BOS (EOS) itself (Tokenizer.addBos, encode with addSpecial): drop a BOS
+   * (EOS) text the template wrote at the start (end), so the prompt does not get it twice. llama.cpp
+   * does the same (common/chat.cpp).
+   */
+  addBos?: boolean;
+  addEos?: boolean;
 }
 
 export class ChatTemplate {
@@ -59,8 +66,9 @@ export class ChatTemplate {
   }
 
   render(messages: ChatMessage[], opts: RenderOptions = {}): string {
+    let out: string;
     try {
-      return this.template.render({
+      out = this.template.render({
         ...opts.variables,
         messages,
         add_generation_prompt: opts.addGenerationPrompt ?? true,
@@ -71,6 +79,9 @@ export class ChatTemplate {
     } catch (e) {
       throw new UserError(`${this.origin}: its chat template failed to render these messages (Jinja: ${oneLine(e)})`);
     }
+    if (opts.addBos && this.bosToken && out.startsWith(this.bosToken)) out = out.slice(this.bosToken.length);
+    if (opts.addEos && this.eosToken && out.endsWith(this.eosToken)) out = out.slice(0, out.length - this.eosToken.length);
+    return out;
   }
 }
 

@@ -40,6 +40,8 @@ test('Llama 3 template renders the known string', () => {
     t.render([{ role: 'user', content: '  spaced  ' }], { addGenerationPrompt: false }),
     '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nspaced<|eot_id|>',
   );
+  // the tokenizer adds BOS itself: the template's is dropped (as llama.cpp's common/chat.cpp does)
+  assert.ok(t.render(chat, { addBos: true }).startsWith('<|start_header_id|>system'));
 });
 
 test('Llama 2 template renders the known string and rejects bad role order', () => {
