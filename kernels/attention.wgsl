@@ -1,0 +1,257 @@
+// Causal GQA attention over a sequence's KV cache, returning (out, lse) like every attention kernel
+// of the engine: lse[h, row] = log Σ_j exp(scale · q·k_j) over the keys the row attends.
+//
+// kv_write     appends the new K and V rows of one sequence to its cache (one thread per element).
+// flash        prefill: a workgroup owns BQ=16 queries of one head; 4 threads per query, each holding a
+//              quarter of q and of the output accumulator in registers. Key tiles of BK keys go through
+//              workgroup memory (K, then V in the same space); online softmax (running max m, sum l).
+// decode_split decode (few queries, long KV): the keys are cut into CHUNK-key splits, one workgroup
+//              per (split, head, query) writes an unnormalized partial (o, m, l) ...
+// decode_merge ... and one workgroup per (head, query) merges the splits exactly by their (m, l).
+//
+// Masked scores use -3e38 rather than -inf: WGSL lets implementations assume no infinities.
+// Defines: HD (head dim, multiple of 4), BK (flash key tile), CHUNK (decode split length).
+
+struct Params {
+  nQ: u32,       // queries of this sequence
+  qRow0: u32,    // first batch row of this sequence
+  qStride: u32,  // nHeads * HD
+  kvStride: u32, // nKVHeads * HD
+  group: u32,    // nHeads / nKVHeads
+  pos: u32,      // position of the first query (= keys already cached before this step)
+  nKeys: u32,    // pos + nQ
+  scale: f32,
+  lseStride: u32, // rows of the batch
+  nHeads: u32,
+  nSplits: u32,
+  gridX: u32,
+  total: u32,     // kv_write: elements to copy
+  pad0: u32,
+  pad1: u32,
+  pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> Kin: array<f32>;
+@group(0) @binding(2) var<storage, read> Vin: array<f32>;
+@group(0) @binding(3) var<storage, read_write> KCw: array<f32>;
+@group(0) @binding(4) var<storage, read_write> VCw: array<f32>;
+@group(0) @binding(5) var<storage, read> Q: array<f32>;
+@group(0) @binding(6) var<storage, read> KC: array<f32>;
+@group(0) @binding(7) var<storage, read> VC: array<f32>;
+@group(0) @binding(8) var<storage, read_write> O: array<f32>;
+@group(0) @binding(9) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(10) var<storage, read_write> POw: array<f32>;
+@group(0) @binding(11) var<storage, read_write> PMLw: array<f32>;
+@group(0) @binding(12) var<storage, read> PO: array<f32>;
+@group(0) @binding(13) var<storage, read> PML: array<f32>;
+
+const NEG: f32 = -3.0e38;
+
+@compute @workgroup_size(256)
+fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let i = (wid.y * p.gridX + wid.x) * 256u + t;
+  if (i < p.total) {
+    let src = p.qRow0 * p.kvStride + i;
+    let dst = p.pos * p.kvStride + i;
+    KCw[dst] = Kin[src];
+    VCw[dst] = Vin[src];
+  }
+}
+
+const BQ: u32 = 16u;
+const TPR: u32 = 4u;
+const DPT: u32 = HD / TPR;
+var<workgroup> kv: array<f32, BK * HD>;
+var<workgroup> sp: array<f32, BQ * BK * TPR>;
+
+@compute @workgroup_size(64)
+fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let h = wid.y;
+  let kh = h / p.group;
+  let r = t / TPR;
+  let part = t % TPR;
+  let qi = wid.x * BQ + r;
+  let valid = qi < p.nQ;
+  let qpos = p.pos + qi;
+  let d0 = part * DPT;
+  var q: array<f32, DPT>;
+  var o: array<f32, DPT>;
+  if (valid) {
+    let qo = (p.qRow0 + qi) * p.qStride + h * HD + d0;
+    for (var c = 0u; c < DPT; c++) {
+      q[c] = Q[qo + c] * p.scale;
+    }
+  }
+  var m = NEG;
+  var l = 0.0;
+  let lastQ = min(p.nQ, wid.x * BQ + BQ) - 1u;
+  let kEnd = min(p.nKeys, p.pos + lastQ + 1u);
+  for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+    for (var idx = t; idx < BK * HD; idx += 64u) {
+      let key = k0 + idx / HD;
+      var v = 0.0;
+      if (key < kEnd) {
+        v = KC[key * p.kvStride + kh * HD + idx % HD];
+      }
+      kv[idx] = v;
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < BK; j++) {
+      var s = 0.0;
+      for (var c = 0u; c < DPT; c++) {
+        s += q[c] * kv[j * HD + d0 + c];
+      }
+      sp[(r * BK + j) * TPR + part] = s;
+    }
+    workgroupBarrier();
+    var sc: array<f32, BK>;
+    var mt = m;
+    for (var j = 0u; j < BK; j++) {
+      let b = (r * BK + j) * TPR;
+      var s = (sp[b] + sp[b + 1u]) + (sp[b + 2u] + sp[b + 3u]);
+      let key = k0 + j;
+      if (key > qpos || key >= kEnd) {
+        s = NEG;
+      }
+      sc[j] = s;
+      mt = max(mt, s);
+    }
+    workgroupBarrier();
+    for (var idx = t; idx < BK * HD; idx += 64u) {
+      let key = k0 + idx / HD;
+      var v = 0.0;
+      if (key < kEnd) {
+        v = VC[key * p.kvStride + kh * HD + idx % HD];
+      }
+      kv[idx] = v;
+    }
+    workgroupBarrier();
+    let corr = exp(m - mt);
+    l = l * corr;
+    for (var c = 0u; c < DPT; c++) {
+      o[c] = o[c] * corr;
+    }
+    for (var j = 0u; j < BK; j++) {
+      if (sc[j] > -1.0e38) {
+        let pj = exp(sc[j] - mt);
+        l += pj;
+        for (var c = 0u; c < DPT; c++) {
+          o[c] += pj * kv[j * HD + d0 + c];
+        }
+      }
+    }
+    m = mt;
+    workgroupBarrier();
+  }
+  if (valid) {
+    let oo = (p.qRow0 + qi) * p.qStride + h * HD + d0;
+    for (var c = 0u; c < DPT; c++) {
+      O[oo + c] = o[c] / l;
+    }
+    if (part == 0u) {
+      LSE[h * p.lseStride + p.qRow0 + qi] = m + log(l);
+    }
+  }
+}
+
+var<workgroup> qs: array<f32, HD>;
+var<workgroup> ss: array<f32, CHUNK>;
+var<workgroup> red: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn decode_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let split = wid.x;
+  let h = wid.y;
+  let qi = wid.z;
+  let kh = h / p.group;
+  let k0 = split * CHUNK;
+  let k1 = max(k0, min(k0 + CHUNK, p.pos + qi + 1u));
+  let qo = (p.qRow0 + qi) * p.qStride + h * HD;
+  for (var c = t; c < HD; c += 64u) {
+    qs[c] = Q[qo + c] * p.scale;
+  }
+  workgroupBarrier();
+  var mloc = NEG;
+  for (var j = t; j < CHUNK; j += 64u) {
+    let key = k0 + j;
+    var s = NEG;
+    if (key < k1) {
+      let ko = key * p.kvStride + kh * HD;
+      var d = 0.0;
+      for (var c = 0u; c < HD; c += 4u) {
+        d += dot(vec4<f32>(qs[c], qs[c + 1u], qs[c + 2u], qs[c + 3u]), vec4<f32>(KC[ko + c], KC[ko + c + 1u], KC[ko + c + 2u], KC[ko + c + 3u]));
+      }
+      s = d;
+    }
+    ss[j] = s;
+    mloc = max(mloc, s);
+  }
+  red[t] = mloc;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] = max(red[t], red[t + s]);
+    }
+    workgroupBarrier();
+  }
+  let m = red[0];
+  workgroupBarrier();
+  var lsum = 0.0;
+  for (var j = t; j < CHUNK; j += 64u) {
+    let s = ss[j];
+    var pj = 0.0;
+    if (s > -1.0e38) {
+      pj = exp(s - m);
+    }
+    ss[j] = pj;
+    lsum += pj;
+  }
+  red[t] = lsum;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] += red[t + s];
+    }
+    workgroupBarrier();
+  }
+  let l = red[0];
+  let slot = (qi * p.nHeads + h) * p.nSplits + split;
+  for (var c = t; c < HD; c += 64u) {
+    var acc = 0.0;
+    for (var j = 0u; j < k1 - k0; j++) {
+      acc += ss[j] * VC[(k0 + j) * p.kvStride + kh * HD + c];
+    }
+    POw[slot * HD + c] = acc;
+  }
+  if (t == 0u) {
+    PMLw[slot * 2u] = m;
+    PMLw[slot * 2u + 1u] = l;
+  }
+}
+
+@compute @workgroup_size(64)
+fn decode_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let h = wid.x;
+  let qi = wid.y;
+  let slot0 = (qi * p.nHeads + h) * p.nSplits;
+  var mx = NEG;
+  for (var s = 0u; s < p.nSplits; s++) {
+    mx = max(mx, PML[(slot0 + s) * 2u]);
+  }
+  var tot = 0.0;
+  for (var s = 0u; s < p.nSplits; s++) {
+    tot += PML[(slot0 + s) * 2u + 1u] * exp(PML[(slot0 + s) * 2u] - mx);
+  }
+  let oo = (p.qRow0 + qi) * p.qStride + h * HD;
+  for (var c = t; c < HD; c += 64u) {
+    var acc = 0.0;
+    for (var s = 0u; s < p.nSplits; s++) {
+      acc += PO[(slot0 + s) * HD + c] * exp(PML[(slot0 + s) * 2u] - mx);
+    }
+    O[oo + c] = acc / tot;
+  }
+  if (t == 0u) {
+    LSE[h * p.lseStride + p.qRow0 + qi] = mx + log(tot);
+  }
+}
