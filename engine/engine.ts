@@ -114,7 +114,7 @@ export class Engine {
   /** Token ids of a chat, rendered with the model's own template (ending with the assistant header). */
   chatTokens(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
     if (!this.chatTemplate) throw new UserError(`${this.modelPath}: the model has no chat template (tokenizer.chat_template); use a plain prompt or an instruct model`);
-    const text = this.chatTemplate.render(messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true });
+    const text = this.chatTemplate.render(messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true, addBos: this.tokenizer.addBos });
     return Array.from(this.tokenizer.encode(text, { addSpecial: true, parseSpecial: true }));
   }
 

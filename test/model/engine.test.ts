@@ -115,3 +115,10 @@ async function collect(gen: AsyncGenerator<{ text: string }, { text: string; sto
   }
   return { ...r.value, streamed };
 }
+
+test('a chat prompt starts with exactly one BOS when the template writes it and the tokenizer adds it', async () => {
+  const e = await Engine.load({ model: testModel('llama', 'f32'), backend: 'reference' });
+  const ids = e.chatTokens([{ role: 'user', content: 'hi' }]);
+  assert.equal(ids[0], e.tokenizer.bos);
+  assert.notEqual(ids[1], e.tokenizer.bos);
+});
