@@ -1,4 +1,4 @@
-// repokv generate --model F --prompt P [--chat] [--system S] [--max-tokens N] [--temperature T]
+// repokv generate [--model F] --prompt P [--chat] [--system S] [--max-tokens N] [--temperature T]
 //   [--top-k K] [--top-p P] [--seed N] [--stop S] [--backend auto|cpu|webgpu|reference] [--json]
 // Streams the completion to stdout; with --json prints one JSON object with tokens and timings.
 
@@ -6,11 +6,13 @@ import { readFileSync } from 'node:fs';
 import { Engine, type BackendChoice } from '../engine.js';
 import { UserError } from '../errors.js';
 import { flagNumber, flagString, parseArgs } from './args.js';
+import { BUILTIN_MODEL_NOTICE, resolveModel } from '../model/default-model.js';
 
 export async function run(args: string[]): Promise<number> {
   const p = parseArgs(args, ['chat', 'json', 'no-bos']);
-  const model = flagString(p, 'model');
-  if (!model) throw new UserError('generate needs --model <file.gguf>');
+  const resolved = resolveModel(flagString(p, 'model'));
+  const model = resolved.path;
+  if (resolved.builtin) console.error(BUILTIN_MODEL_NOTICE);
   let prompt = flagString(p, 'prompt') ?? p.positional.join(' ');
   const promptFile = flagString(p, 'prompt-file');
   if (promptFile) prompt = readFileSync(promptFile, 'utf8');
