@@ -62,13 +62,15 @@ export DEBIAN_FRONTEND=noninteractive
 case "${ID:-}:${VERSION_CODENAME:-}" in
   debian:bookworm)
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-      cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOF'
-Types: deb
-URIs: ${DEBIAN_MIRROR}
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+      # Reuse the mirror this machine already uses for bookworm itself (no host is hard-coded here).
+      mirror="$(grep -hs '^URIs:' /etc/apt/sources.list.d/debian.sources | head -n1 | awk '{print $2}')"
+      [ -n "$mirror" ] || mirror="$(grep -hsE '^deb [^ ]+ bookworm ' /etc/apt/sources.list | head -n1 | awk '{print $2}')"
+      if [ -z "$mirror" ]; then
+        echo "setup-vulkan: cannot find this machine's Debian mirror in /etc/apt; add bookworm-backports yourself." >&2
+        exit 1
+      fi
+      printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
+        >/etc/apt/sources.list.d/bookworm-backports.sources
     fi
     apt-get update
     apt-get install -y -t bookworm-backports mesa-vulkan-drivers libvulkan1
