@@ -106,6 +106,12 @@ export interface Backend {
   selectRows(x: Act, rows: number[]): Act;
   /** Waits for the queued work and returns the values. */
   read(x: Act): Promise<Float32Array>;
+  /**
+   * Optional: greedy sampling where the logits live — the index of each row's largest value (lowest
+   * index on ties, as engine/model/sampler.ts argmax), without reading the logits back. The WebGPU
+   * backend implements it (kernels/sample.wgsl); callers fall back to read + argmax when absent.
+   */
+  argmax?(x: Act): Promise<Int32Array>;
   /** Releases an activation early (backends may also recycle at the end of a step). */
   release(x: Act): void;
   /** Ends a step: submits whatever is still queued; everything not read may be recycled. */

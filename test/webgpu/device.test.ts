@@ -40,3 +40,10 @@ test('webgpuDoctor reports adapter, features, limits and a working kernel', asyn
   assert.ok(r.limits && r.limits.maxStorageBufferBindingSize > 0);
   assert.ok(r.adapterFeatures && r.adapterFeatures.length > 0);
 });
+
+test('repokv doctor: the WebGPU section, and auto never picks a software adapter', async () => {
+  const { doctor } = await import('../../engine/commands/doctor.js');
+  const r = await doctor();
+  assert.equal(r.webgpu.ok, true);
+  assert.equal(r.autoBackend, r.webgpu.adapter!.software ? 'cpu' : 'webgpu');
+});
