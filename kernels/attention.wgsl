@@ -10,7 +10,9 @@
 // decode_merge ... and one workgroup per (head, query) merges the splits exactly by their (m, l).
 //
 // Masked scores use -3e38 rather than -inf: WGSL lets implementations assume no infinities.
-// Defines: HD (head dim, multiple of 4), BK (flash key tile), CHUNK (decode split length).
+// Defines: HD (head dim, multiple of 4), BK (flash key tile), CHUNK (decode split length), KVF16 (the
+// cache holds f16 pairs packed in u32 words, pack2x16float/unpack2x16float: half the memory and
+// bandwidth, no shader-f16 needed; kv_write then runs one thread per pair).
 
 struct Params {
   nQ: u32,       // queries of this sequence
@@ -34,11 +36,30 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> Kin: array<f32>;
 @group(0) @binding(2) var<storage, read> Vin: array<f32>;
+@group(0) @binding(5) var<storage, read> Q: array<f32>;
+#if KVF16
+@group(0) @binding(3) var<storage, read_write> KCw: array<u32>;
+@group(0) @binding(4) var<storage, read_write> VCw: array<u32>;
+@group(0) @binding(6) var<storage, read> KC: array<u32>;
+@group(0) @binding(7) var<storage, read> VC: array<u32>;
+fn kget(i: u32) -> f32 {
+  return unpack2x16float(KC[i / 2u])[i % 2u];
+}
+fn vget(i: u32) -> f32 {
+  return unpack2x16float(VC[i / 2u])[i % 2u];
+}
+#else
 @group(0) @binding(3) var<storage, read_write> KCw: array<f32>;
 @group(0) @binding(4) var<storage, read_write> VCw: array<f32>;
-@group(0) @binding(5) var<storage, read> Q: array<f32>;
 @group(0) @binding(6) var<storage, read> KC: array<f32>;
 @group(0) @binding(7) var<storage, read> VC: array<f32>;
+fn kget(i: u32) -> f32 {
+  return KC[i];
+}
+fn vget(i: u32) -> f32 {
+  return VC[i];
+}
+#endif
 @group(0) @binding(8) var<storage, read_write> O: array<f32>;
 @group(0) @binding(9) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(10) var<storage, read_write> POw: array<f32>;
@@ -51,12 +72,22 @@ const NEG: f32 = -3.0e38;
 @compute @workgroup_size(256)
 fn kv_write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let i = (wid.y * p.gridX + wid.x) * 256u + t;
+#if KVF16
+  // i counts pairs; rows are a whole number of pairs (HD is a multiple of 4).
+  if (i < p.total / 2u) {
+    let src = p.qRow0 * p.kvStride + 2u * i;
+    let dst = p.pos * p.kvStride / 2u + i;
+    KCw[dst] = pack2x16float(vec2<f32>(Kin[src], Kin[src + 1u]));
+    VCw[dst] = pack2x16float(vec2<f32>(Vin[src], Vin[src + 1u]));
+  }
+#else
   if (i < p.total) {
     let src = p.qRow0 * p.kvStride + i;
     let dst = p.pos * p.kvStride + i;
     KCw[dst] = Kin[src];
     VCw[dst] = Vin[src];
   }
+#endif
 }
 
 const BQ: u32 = 16u;
@@ -92,7 +123,7 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
       let key = k0 + idx / HD;
       var v = 0.0;
       if (key < kEnd) {
-        v = KC[key * p.kvStride + kh * HD + idx % HD];
+        v = kget(key * p.kvStride + kh * HD + idx % HD);
       }
       kv[idx] = v;
     }
@@ -122,7 +153,7 @@ fn flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
       let key = k0 + idx / HD;
       var v = 0.0;
       if (key < kEnd) {
-        v = VC[key * p.kvStride + kh * HD + idx % HD];
+        v = vget(key * p.kvStride + kh * HD + idx % HD);
       }
       kv[idx] = v;
     }
@@ -180,7 +211,7 @@ fn decode_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       let ko = key * p.kvStride + kh * HD;
       var d = 0.0;
       for (var c = 0u; c < HD; c += 4u) {
-        d += dot(vec4<f32>(qs[c], qs[c + 1u], qs[c + 2u], qs[c + 3u]), vec4<f32>(KC[ko + c], KC[ko + c + 1u], KC[ko + c + 2u], KC[ko + c + 3u]));
+        d += dot(vec4<f32>(qs[c], qs[c + 1u], qs[c + 2u], qs[c + 3u]), vec4<f32>(kget(ko + c), kget(ko + c + 1u), kget(ko + c + 2u), kget(ko + c + 3u)));
       }
       s = d;
     }
@@ -220,7 +251,7 @@ fn decode_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   for (var c = t; c < HD; c += 64u) {
     var acc = 0.0;
     for (var j = 0u; j < k1 - k0; j++) {
-      acc += ss[j] * VC[(k0 + j) * p.kvStride + kh * HD + c];
+      acc += ss[j] * vget((k0 + j) * p.kvStride + kh * HD + c);
     }
     POw[slot * HD + c] = acc;
   }

@@ -133,3 +133,40 @@ test('KV capacity is enforced, truncate rewinds', async () => {
   seq.v.length = 4 * 32;
   await step('rewrite from 4', shape, [{ seq, n: 3 }]);
 });
+
+test('f16 KV cache: equal to the reference over f16-rounded K/V; distance to f32 KV stated', async () => {
+  const { f16ToF32, f32ToF16 } = await import('../../engine/gguf/quant.js');
+  const round = (a: Float32Array) => a.map((x) => f16ToF32(f32ToF16(x)));
+  const hb = await openBackend({ decodeChunk: 32, kvType: 'f16' });
+  try {
+    const shape = { nHeads: 4, nKVHeads: 2, headDim: 32 };
+    const kv = hb.createKV({ nLayers: 1, ...shape, capacity: 64 });
+    const rng = new Rng(99);
+    const allK: number[] = [];
+    const allV: number[] = [];
+    for (const n of [40, 1, 2]) {
+      const pos = kv.length;
+      const q = randn(rng, n * 128);
+      const k = randn(rng, n * 64);
+      const v = randn(rng, n * 64);
+      allK.push(...k);
+      allV.push(...v);
+      const r = hb.attentionWithLse(hb.fromHost(q, n, 128), hb.fromHost(k, n, 64), hb.fromHost(v, n, 64), [{ kv, row: 0, n, pos }], { layer: 0, ...shape, scale: 1 / Math.sqrt(32) });
+      const out = await hb.read(r.out);
+      const lse = await hb.read(r.lse);
+      hb.endStep();
+      kv.commit(pos + n);
+      const args = { q, nQ: n, nK: pos + n, ...shape, scale: 1 / Math.sqrt(32), qPos0: pos };
+      const ref16 = attentionRef({ ...args, k: round(Float32Array.from(allK)), v: round(Float32Array.from(allV)) });
+      const ref32 = attentionRef({ ...args, k: Float32Array.from(allK), v: Float32Array.from(allV) });
+      const path = n <= 4 ? 'decode split' : 'flash';
+      log.check(`${path} f16 KV vs f16-rounded ref`, out, ref16.out, 5e-4);
+      log.check(`${path} f16 KV vs f32 ref`, out, ref32.out, 5e-3);
+      let e = 0;
+      for (let i = 0; i < lse.length; i++) e = Math.max(e, Math.abs(lse[i] - ref16.lse[i]));
+      log.checkAbs(`${path} f16 KV lse`, e, 5e-4);
+    }
+  } finally {
+    hb.dispose();
+  }
+});

@@ -36,7 +36,7 @@ test('add and siluMul', async () => {
   }
 });
 
-test('embed: every weight type, chunked table too', async () => {
+test('embed: every weight type', async () => {
   const rng = new Rng(2);
   for (const wt of WEIGHT_TYPES) {
     const cols = wt.block === 1 ? 37 : wt.block * 2;
@@ -107,4 +107,18 @@ test('an activation used after endStep is refused', () => {
   const X = b.fromHost(new Float32Array(4), 1, 4);
   b.endStep();
   assert.throws(() => b.add(X, X), /after release or after endStep/);
+});
+
+test('launch batching: a chain of ops is one submit, parameters in one arena', async () => {
+  const x = b.fromHost(Float32Array.from({ length: 64 }, (_, i) => i), 2, 32);
+  const s0 = b.submits;
+  const d0 = b.dispatches;
+  let y = x;
+  for (let i = 0; i < 20; i++) y = b.add(y, x);
+  const out = await b.read(y);
+  assert.equal(b.dispatches - d0, 20);
+  assert.equal(b.submits - s0, 1, 'one submit for 20 dispatches and the readback');
+  assert.equal(out[5], 21 * 5);
+  b.endStep();
+  assert.equal(b.submits - s0, 1, 'endStep with nothing recorded submits nothing');
 });

@@ -27,6 +27,12 @@ export interface WebGPUBackendOptions extends DeviceOptions {
   decodeMaxRows?: number;
   /** Keys per decode split (default 256). */
   decodeChunk?: number;
+  /**
+   * KV cache element type (default 'f32'). 'f16' halves its memory and bandwidth (packed in u32 words,
+   * so shader-f16 is not needed); attention then differs from f32 by f16 rounding of K and V
+   * (test/webgpu/attention.test.ts bounds it).
+   */
+  kvType?: 'f32' | 'f16';
 }
 
 export class GpuAct implements Act {
@@ -65,6 +71,7 @@ export class GpuKVCache implements KVCache {
     readonly opts: KVCacheOptions,
     readonly k: GPUBuffer[],
     readonly v: GPUBuffer[],
+    readonly f16: boolean,
   ) {
     this.rowSize = opts.nKVHeads * opts.headDim;
   }
@@ -134,6 +141,7 @@ export class WebGPUBackend implements Backend {
   private readonly matvecMaxRows: number;
   private readonly decodeMaxRows: number;
   private readonly decodeChunk: number;
+  readonly kvF16: boolean;
   /** Dispatches recorded since creation (for tests and doctor). */
   dispatches = 0;
   submits = 0;
@@ -157,6 +165,7 @@ export class WebGPUBackend implements Backend {
     this.matvecMaxRows = Math.min(8, opts.matvecMaxRows ?? 8);
     this.decodeMaxRows = opts.decodeMaxRows ?? 4;
     this.decodeChunk = opts.decodeChunk ?? 256;
+    this.kvF16 = opts.kvType === 'f16';
     const a = ctx.adapter;
     this.info = {
       name: 'webgpu',
@@ -170,6 +179,7 @@ export class WebGPUBackend implements Backend {
         adapterFeatures: ctx.adapterFeatures,
         limits: limitsObject(lim),
         maxBindingBytes: this.maxBinding,
+        kvType: opts.kvType ?? 'f32',
       },
     };
   }
@@ -323,7 +333,8 @@ export class WebGPUBackend implements Backend {
   }
 
   createKV(opts: KVCacheOptions): KVCache {
-    const bytes = opts.capacity * opts.nKVHeads * opts.headDim * 4;
+    if (opts.headDim % 4 !== 0) throw new Error(`KV cache: head dim ${opts.headDim} is not a multiple of 4`);
+    const bytes = opts.capacity * opts.nKVHeads * opts.headDim * (this.kvF16 ? 2 : 4);
     if (bytes > this.maxBinding) {
       throw new UserError(
         `a KV cache of ${opts.capacity} tokens needs ${mib(bytes)} per layer, above this GPU's binding limit of ${mib(this.maxBinding)}; use a shorter context`,
@@ -336,7 +347,7 @@ export class WebGPUBackend implements Backend {
       k.push(mk('k', l));
       v.push(mk('v', l));
     }
-    return new GpuKVCache(opts, k, v);
+    return new GpuKVCache(opts, k, v, this.kvF16);
   }
 
   embed(table: Weight, tokens: Int32Array): Act {
@@ -453,11 +464,12 @@ export class WebGPUBackend implements Backend {
       if (kv.rowSize !== kvStride) throw new Error('attention: KV cache shape does not match the model');
       if (s.pos + s.n > kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${kv.capacity}`);
       if (s.n === 0) continue;
+      const defs: Defines = { HD, BK, CHUNK, KVF16: kv.f16 };
       const nKeys = s.pos + s.n;
       const total = s.n * kvStride;
-      const g = this.grid2(total, 256);
+      const g = this.grid2(kv.f16 ? total / 2 : total, 256);
       const base = [s.n, s.row, qStride, kvStride, group, s.pos, nKeys, f32(p.scale), Q.rows, p.nHeads];
-      this.dispatch('attention.wgsl', 'kv_write', { HD, BK, CHUNK }, [...base, 0, g.gx, total, 0, 0, 0], {
+      this.dispatch('attention.wgsl', 'kv_write', defs, [...base, 0, g.gx, total, 0, 0, 0], {
         1: this.bind(K),
         2: this.bind(V),
         3: kv.k[p.layer],
@@ -468,12 +480,12 @@ export class WebGPUBackend implements Backend {
         const po = this.acquire(s.n * p.nHeads * nSplits * HD * 4, 'attn partial o');
         const pml = this.acquire(s.n * p.nHeads * nSplits * 2 * 4, 'attn partial m,l');
         const prm = [...base, nSplits, 0, 0, 0, 0, 0];
-        this.dispatch('attention.wgsl', 'decode_split', { HD, BK, CHUNK }, prm, { 5: this.bind(Q), 6: kv.k[p.layer], 7: kv.v[p.layer], 10: po, 11: pml }, [nSplits, p.nHeads, s.n]);
-        this.dispatch('attention.wgsl', 'decode_merge', { HD, BK, CHUNK }, prm, { 12: po, 13: pml, 8: this.bind(out), 9: this.bind(lse) }, [p.nHeads, s.n]);
+        this.dispatch('attention.wgsl', 'decode_split', defs, prm, { 5: this.bind(Q), 6: kv.k[p.layer], 7: kv.v[p.layer], 10: po, 11: pml }, [nSplits, p.nHeads, s.n]);
+        this.dispatch('attention.wgsl', 'decode_merge', defs, prm, { 12: po, 13: pml, 8: this.bind(out), 9: this.bind(lse) }, [p.nHeads, s.n]);
         this.recycle(po);
         this.recycle(pml);
       } else {
-        this.dispatch('attention.wgsl', 'flash', { HD, BK, CHUNK }, [...base, 0, 0, 0, 0, 0, 0], {
+        this.dispatch('attention.wgsl', 'flash', defs, [...base, 0, 0, 0, 0, 0, 0], {
           5: this.bind(Q),
           6: kv.k[p.layer],
           7: kv.v[p.layer],
