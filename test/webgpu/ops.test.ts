@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { GGMLType } from '../../engine/gguf/types.js';
 import { Rng } from '../../engine/model/sampler.js';
 import { addRef, rmsNormRef, ropeRef, siluMulRef } from '../../engine/model/ref-ops.js';
-import type { RopeConfig } from '../../engine/model/backend.js';
+import type { Act, RopeConfig } from '../../engine/model/backend.js';
 import type { WebGPUBackend } from '../../engine/backends/webgpu/index.js';
 import { ErrorLog, WEIGHT_TYPES, makeWeight, openBackend, randn } from './util.js';
 
@@ -113,7 +113,7 @@ test('launch batching: a chain of ops is one submit, parameters in one arena', a
   const x = b.fromHost(Float32Array.from({ length: 64 }, (_, i) => i), 2, 32);
   const s0 = b.submits;
   const d0 = b.dispatches;
-  let y = x;
+  let y: Act = x;
   for (let i = 0; i < 20; i++) y = b.add(y, x);
   const out = await b.read(y);
   assert.equal(b.dispatches - d0, 20);
