@@ -6,6 +6,7 @@ import { UserError } from '../errors.js';
 type Bench = { summary: string; load: () => Promise<{ run(args: string[]): Promise<number> }> };
 
 const benches: Record<string, Bench> = {
+  context: { summary: 'context [--tree DIR] [--model F] [--threads 1,2] [--json]: walk + tokenize throughput, tokens recomputed after an edit', load: () => import('../bench/context.js') },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
     load: () => import('../bench/tokenize.js'),
