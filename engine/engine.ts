@@ -7,6 +7,12 @@ import { availableParallelism, freemem, totalmem } from 'node:os';
 import { GGUFFile } from './gguf/reader.js';
 import { UserError } from './errors.js';
 import type { Backend, KVCache } from './model/backend.js';
+import { HostKVPool } from './kv/host-pool.js';
+import { KVCacheManager, type KVCacheStats } from './kv/manager.js';
+import { PagedSequenceKV } from './kv/paged-kv.js';
+import { modelFingerprint, type ModelFingerprint } from './kv/fingerprint.js';
+import { PAGE_SIZE } from './kv/hash.js';
+import type { StorageCodec } from './kv/codec.js';
 import { loadTransformerConfig } from './model/config.js';
 import { Sampler, type SamplingOptions } from './model/sampler.js';
 import { Transformer, type TransformerConfig } from './model/transformer.js';
@@ -28,6 +34,49 @@ export interface EngineOptions {
   /** Let `webgpu` run on a software adapter (lavapipe) — for tests; `auto` never picks one. */
   allowSoftwareGpu?: boolean;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Paged KV, prefix cache, tiers and persistence (engine/kv/README.md). */
+  kv?: KVOptions;
+}
+
+export interface KVOptions {
+  /**
+   * 'auto' (default): paged when the backend offers a KV pool (createKVPool), contiguous otherwise.
+   * 'host': paged in host memory through engine/kv's HostKVPool, for backends whose attention reads a
+   * host cache through write/keys/values (the CPU backend until it offers its own pool).
+   * 'off': contiguous caches, no prefix cache.
+   */
+  paging?: 'auto' | 'host' | 'off';
+  /** Memory budget of the page pool, in bytes (default: 4 × the context size of KV, ≤ ¼ of RAM). */
+  memoryBytes?: number;
+  /** Host-memory tier for pages evicted from the pool, in bytes (default: ⅛ of RAM, ≤ 2 GiB; 0: none). */
+  hostBytes?: number;
+  /** Persistence root (pages go to <cacheDir>/<model fingerprint>/); absent: memory only. */
+  cacheDir?: string;
+  /** Size cap of the disk cache, in bytes (default 16 GiB). */
+  maxDiskBytes?: number;
+  /** How pages are stored on disk: 'f16' (exact, default) or 'int8' (per-page scales, about half the bytes). */
+  storage?: StorageCodec;
+  /** Element type of the KV in the pool (default 'f16', which makes every tier exact). */
+  dtype?: 'f16' | 'f32';
+  /** Look up and publish cached prefixes (default true). */
+  prefixCaching?: boolean;
+  /** Makes the disk store fail writes past this size, as a full disk would (tests). */
+  diskHardLimitBytes?: number;
+  /** Where warnings go (full disk, damaged cache …); default: stderr, each once. */
+  onWarning?: (message: string) => void;
+}
+
+/** Where a prefill's prompt tokens came from. */
+export interface PrefillReport {
+  promptTokens: number;
+  /** Prompt tokens whose KV was restored from the cache instead of computed. */
+  cachedTokens: number;
+  computedTokens: number;
+  /** cachedTokens by tier. */
+  fromDevice: number;
+  fromHost: number;
+  fromDisk: number;
+  ms: number;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -55,6 +104,8 @@ export interface GenerateResult {
 export class Sequence {
   /** Every token whose K/V is in `kv`, in order. */
   readonly tokens: number[] = [];
+  /** What the last prefill of this sequence took from the cache and computed. */
+  lastPrefill: PrefillReport | null = null;
   constructor(
     readonly id: number,
     readonly kv: KVCache,
@@ -82,6 +133,8 @@ export class Engine {
     readonly model: Transformer,
     readonly contextSize: number,
     readonly prefillChunk: number,
+    /** The paged KV cache (null: contiguous caches). */
+    readonly kvCache: KVCacheManager | null = null,
   ) {}
 
   static async load(opts: EngineOptions): Promise<Engine> {
@@ -101,7 +154,14 @@ export class Engine {
       }
       const ctx = Math.min(opts.contextSize ?? Math.min(config.contextLength, 8192), config.contextLength);
       const chunk = opts.prefillChunk ?? (backend.info.name === 'reference' ? 64 : 512);
-      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk);
+      let kvCache: KVCacheManager | null = null;
+      try {
+        kvCache = createKVCache(backend, config, file, opts, ctx);
+      } catch (e) {
+        backend.dispose();
+        throw e;
+      }
+      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache);
     } finally {
       file.close();
     }
@@ -120,11 +180,34 @@ export class Engine {
 
   createSequence(capacity = this.contextSize): Sequence {
     this.assertAlive();
-    return new Sequence(this.nextSeqId++, this.model.createKV(capacity));
+    const kv = this.kvCache ? this.kvCache.createSequence(capacity) : this.model.createKV(capacity);
+    return new Sequence(this.nextSeqId++, kv);
   }
 
   freeSequence(seq: Sequence): void {
     seq.kv.free();
+  }
+
+  /**
+   * A new sequence with the same tokens and KV, sharing its pages until either writes (copy-on-write):
+   * branch a conversation, or ask several questions about the same prefix.
+   */
+  forkSequence(seq: Sequence, capacity = seq.kv.capacity): Sequence {
+    this.assertAlive();
+    if (!this.kvCache || !(seq.kv instanceof PagedSequenceKV)) throw new UserError('forking a sequence needs paged KV (a backend with a KV pool, or kv.paging "host")');
+    const f = new Sequence(this.nextSeqId++, this.kvCache.fork(seq.kv, capacity));
+    f.tokens.push(...seq.tokens);
+    return f;
+  }
+
+  /** Statistics of the paged KV cache (pool, host tier, disk), or null with contiguous caches. */
+  cacheStats(): KVCacheStats | null {
+    return this.kvCache?.stats() ?? null;
+  }
+
+  /** Waits until every page computed so far is persisted (no-op without a disk cache). */
+  async flushCache(): Promise<void> {
+    await this.kvCache?.flush();
   }
 
   /**
@@ -137,13 +220,44 @@ export class Engine {
     if (seq.length + tokens.length > seq.kv.capacity) {
       throw new UserError(`the prompt needs ${seq.length + tokens.length} tokens of context but the sequence holds ${seq.kv.capacity}; raise the context size or shorten the input`);
     }
+    const t0 = performance.now();
+    const cache = this.kvCache;
+    const paged = cache && seq.kv instanceof PagedSequenceKV ? seq.kv : null;
+    const report: PrefillReport = { promptTokens: tokens.length, cachedTokens: 0, computedTokens: 0, fromDevice: 0, fromHost: 0, fromDisk: 0, ms: 0 };
+    let start = 0;
+    if (cache && paged) {
+      // The longest cached continuation (pool, host memory, disk); the last prompt token is always
+      // computed, since its logits are wanted.
+      const all = seq.tokens.concat(Array.from(tokens));
+      const before = seq.length;
+      const r = await cache.restore(paged, all);
+      if (r.covered > before) {
+        const covered = Math.min(r.covered, all.length - 1);
+        if (covered < r.covered) cache.rewind(paged, covered);
+        seq.tokens.length = 0;
+        seq.tokens.push(...all.slice(0, covered));
+        start = covered - before;
+        // Per tier, the restored tokens past what the sequence already held (a replaced partial page
+        // and a rewound last token do not count).
+        const ps = cache.pageSize;
+        for (const pg of r.pages) {
+          const n = Math.max(0, Math.min((pg.index + 1) * ps, covered) - Math.max(pg.index * ps, before));
+          if (pg.tier === 'device') report.fromDevice += n;
+          else if (pg.tier === 'host') report.fromHost += n;
+          else report.fromDisk += n;
+        }
+      }
+    }
+    report.cachedTokens = start;
+    report.computedTokens = tokens.length - start;
     let logits: Float32Array = new Float32Array(0);
-    for (let start = 0; start < tokens.length; start += this.prefillChunk) {
+    for (let s0 = start; s0 < tokens.length; s0 += this.prefillChunk) {
       if (opts.signal?.aborted) throw abortError();
-      const end = Math.min(tokens.length, start + this.prefillChunk);
-      const n = end - start;
-      const toks = Int32Array.from({ length: n }, (_, i) => tokens[start + i]);
+      const end = Math.min(tokens.length, s0 + this.prefillChunk);
+      const n = end - s0;
+      const toks = Int32Array.from({ length: n }, (_, i) => tokens[s0 + i]);
       const pos0 = seq.length;
+      if (cache && paged) await cache.prepareWrite(paged, pos0 + n);
       logits = await this.model.forward({
         tokens: toks,
         positions: Int32Array.from({ length: n }, (_, i) => pos0 + i),
@@ -151,8 +265,11 @@ export class Engine {
         logitRows: end === tokens.length ? [n - 1] : [],
       });
       for (let i = 0; i < n; i++) seq.tokens.push(toks[i]);
+      if (cache && paged) cache.publish(paged, seq.tokens);
       opts.onProgress?.(end, tokens.length);
     }
+    report.ms = performance.now() - t0;
+    seq.lastPrefill = report;
     return logits;
   }
 
@@ -163,6 +280,8 @@ export class Engine {
     for (const s of seqs) {
       if (s.length + 1 > s.kv.capacity) throw new UserError(`sequence ${s.id} is full (${s.kv.capacity} tokens); start a new session or raise the context size`);
     }
+    const cache = this.kvCache;
+    if (cache) for (const s of seqs) if (s.kv instanceof PagedSequenceKV) await cache.prepareWrite(s.kv, s.length + 1);
     const logits = await this.model.forward({
       tokens: Int32Array.from(tokens),
       positions: Int32Array.from(seqs, (s) => s.length),
@@ -170,6 +289,7 @@ export class Engine {
       logitRows: seqs.map((_, i) => i),
     });
     seqs.forEach((s, i) => s.tokens.push(tokens[i]));
+    if (cache) for (const s of seqs) if (s.kv instanceof PagedSequenceKV) cache.publish(s.kv, s.tokens);
     const V = this.config.nVocab;
     return Array.from({ length: n }, (_, i) => logits.subarray(i * V, (i + 1) * V));
   }
@@ -228,15 +348,86 @@ export class Engine {
     return { tokens: out, text, stopReason: reason };
   }
 
+  /** Finishes persisting the KV cache, then releases everything (prefer it to dispose at the end of a run). */
+  async close(): Promise<void> {
+    if (this.disposed) return;
+    await this.kvCache?.close();
+    this.dispose();
+  }
+
+  /** Releases the backend at once (pages still being persisted are dropped; the store stays consistent). */
   dispose(): void {
     if (!this.disposed) {
       this.disposed = true;
+      this.kvCache?.dispose();
       this.backend.dispose();
     }
   }
 
   private assertAlive(): void {
     if (this.disposed) throw new Error('engine was disposed');
+  }
+}
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+/** The paged KV cache the options ask for, or null for contiguous caches. */
+function createKVCache(backend: Backend, config: TransformerConfig, file: GGUFFile, opts: EngineOptions, ctx: number): KVCacheManager | null {
+  const k = opts.kv ?? {};
+  const paging = k.paging ?? 'auto';
+  if (paging === 'off' || (paging === 'auto' && !backend.createKVPool)) return null;
+  const { nLayers, nKVHeads, headDim } = config;
+  const dtype = k.dtype ?? 'f16';
+  const storage = k.storage ?? 'f16';
+  const pageBytes = 2 * nLayers * PAGE_SIZE * nKVHeads * headDim * 2;
+  // Default budget: four contexts' worth of KV at 4 bytes a value (room for the prefix cache), ≤ ¼ of RAM.
+  const memoryBytes = k.memoryBytes ?? Math.floor(Math.min(totalmem() / 4, Math.max(256 * MiB, 4 * ctx * 2 * nLayers * nKVHeads * headDim * 4)));
+  const poolOpts = { nLayers, nKVHeads, headDim, pageSize: PAGE_SIZE, nPages: Math.max(1, Math.floor(memoryBytes / pageBytes)), dtype, maxBytes: memoryBytes };
+  const pool = paging === 'host' || !backend.createKVPool ? new HostKVPool(poolOpts) : backend.createKVPool(poolOpts);
+  if (pool.nPages < 1) {
+    pool.dispose();
+    throw new UserError(`the KV memory budget of ${(memoryBytes / MiB).toFixed(1)} MiB is smaller than one page of ${PAGE_SIZE} tokens for this model; raise it (--kv-memory)`);
+  }
+  const fingerprint: ModelFingerprint = modelFingerprint({
+    modelPath: opts.model,
+    dataOffset: file.dataOffset,
+    rope: config.rope,
+    nLayers,
+    nKVHeads,
+    headDim,
+    kvDtype: dtype,
+    storage,
+    pageSize: PAGE_SIZE,
+  });
+  const seen = new Set<string>();
+  const onWarning =
+    k.onWarning ??
+    ((m: string) => {
+      if (seen.has(m)) return;
+      seen.add(m);
+      console.error(m);
+    });
+  try {
+    return new KVCacheManager(pool, {
+      pool,
+      fingerprint,
+      hostBytes: k.hostBytes ?? Math.floor(Math.min(2 * GiB, totalmem() / 8)),
+      disk: k.cacheDir
+        ? {
+            root: k.cacheDir,
+            capBytes: k.maxDiskBytes ?? 16 * GiB,
+            codec: storage,
+            hardLimitBytes: k.diskHardLimitBytes,
+            describe: { model: opts.model, arch: config.arch, backend: backend.info.name },
+          }
+        : undefined,
+      prefixCaching: k.prefixCaching,
+      onWarning,
+    });
+  } catch (e) {
+    pool.dispose();
+    throw e;
   }
 }
 

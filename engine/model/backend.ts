@@ -63,6 +63,64 @@ export interface KVCacheOptions {
   capacity: number;
 }
 
+// ---- Paged KV (optional; engine/kv/README.md is the full contract) ----------------------------------
+// A backend that offers `createKVPool` owns a fixed set of KV pages (pageSize tokens each, all layers);
+// the engine decides which page holds what (engine/kv/manager.ts: reference counts, prefix cache,
+// copy-on-write, tiers). A sequence's KV is then a `PagedKV`: token t lives in page
+// pageTable[floor(t / pageSize)] at row t % pageSize. Before a step the engine guarantees that the
+// pages covering every row the step writes exist and are private to that sequence; `attention` writes
+// the new rows through the page table and attends over rows [0, pos + n) read through it.
+
+export interface KVPoolOptions {
+  nLayers: number;
+  nKVHeads: number;
+  headDim: number;
+  /** Tokens per page (64). */
+  pageSize: number;
+  /** Pages wanted. The pool may offer fewer (`KVPool.nPages`) so as to stay within `maxBytes`. */
+  nPages: number;
+  /** Element type of the stored K/V: 'f16' rounds each value on write, as llama.cpp's default cache. */
+  dtype: 'f32' | 'f16';
+  /** Memory budget: the pool never holds more than this many bytes of device (or host) memory. */
+  maxBytes?: number;
+}
+
+export interface KVPool {
+  readonly opts: KVPoolOptions;
+  /** Pages offered (ids 0 … nPages−1). */
+  readonly nPages: number;
+  /** Size of a serialized page: 2 (K,V) × nLayers × pageSize × nKVHeads × headDim × 2 bytes. */
+  readonly pageBytes: number;
+  /** Memory the pool holds now, in bytes (never above opts.maxBytes). */
+  readonly bytes: number;
+  /**
+   * A page's contents in the fixed serialization: f16 little-endian; for each layer, its pageSize K
+   * rows (each nKVHeads × headDim, head-major within the row) then its pageSize V rows. Rows past what
+   * was written hold whatever the page held (the engine only trusts rows it wrote or restored).
+   * The returned bytes are the caller's (a copy).
+   */
+  readPage(id: number): Promise<Uint8Array>;
+  /** Replaces a page's contents with serialized bytes (as readPage returns them). */
+  writePage(id: number, bytes: Uint8Array): void;
+  /** dst := src (copy-on-write of a shared page). */
+  copyPage(src: number, dst: number): void;
+  dispose(): void;
+}
+
+/** A sequence's KV held in pool pages (the engine's object; backends only read these fields). */
+export interface PagedKV extends KVCache {
+  readonly pool: KVPool;
+  readonly pageSize: number;
+  /** Page of each pageSize-token slice of the sequence; covers at least every row being written. */
+  readonly pageTable: Int32Array;
+  /** Changes whenever pageTable's contents change (a GPU backend re-uploads its copy then). */
+  readonly pageTableVersion: number;
+}
+
+export function isPagedKV(kv: KVCache): kv is PagedKV {
+  return (kv as Partial<PagedKV>).pool !== undefined && (kv as Partial<PagedKV>).pageTable !== undefined;
+}
+
 export interface AttentionParams {
   layer: number;
   nHeads: number;
@@ -87,6 +145,12 @@ export interface Backend {
   uploadWeight(t: GGUFTensorInfo, bytes: Uint8Array): Weight;
 
   createKV(opts: KVCacheOptions): KVCache;
+  /**
+   * Optional: a pool of KV pages in this backend's memory. When present the engine runs every
+   * sequence paged (prefix sharing, copy-on-write, tiers, persistence) and `attention` receives
+   * `PagedKV` caches; when absent it uses `createKV`'s contiguous caches.
+   */
+  createKVPool?(opts: KVPoolOptions): KVPool;
 
   /** Rows of the embedding table for `tokens` (dequantized), as [tokens.length, nEmbd]. */
   embed(table: Weight, tokens: Int32Array): Act;

@@ -4,7 +4,8 @@
 
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize } from '../../gguf/quant.js';
-import type { Act, AttentionParams, Backend, BackendInfo, KVCache, KVCacheOptions, RopeConfig, SeqSlice, Weight } from '../../model/backend.js';
+import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { HostKVPool } from '../../kv/host-pool.js';
 import { addRef, attentionRef, matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../model/ref-ops.js';
 import type { GGMLType } from '../../gguf/types.js';
 import { roundF16, toVecDotType } from './ggml-numerics.js';
@@ -75,6 +76,11 @@ export class ReferenceBackend implements Backend {
     return new HostKVCache(opts);
   }
 
+  /** Pages in host memory (engine/kv/host-pool.ts); its dtype decides the f16 rounding of stored K/V. */
+  createKVPool(opts: KVPoolOptions): KVPool {
+    return new HostKVPool(opts);
+  }
+
   embed(table: Weight, tokens: Int32Array): Act {
     const w = table as RefWeight;
     const d = w.dims[0];
@@ -116,6 +122,10 @@ export class ReferenceBackend implements Backend {
     const V = v as RefAct;
     const out = new Float32Array(Q.rows * Q.cols);
     for (const s of seqs) {
+      if (isPagedKV(s.kv)) {
+        out.set(this.pagedAttention(Q, K, V, s, p), s.row * Q.cols);
+        continue;
+      }
       const kv = s.kv as HostKVCache;
       const rs = kv.rowSize;
       if (s.pos + s.n > kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${kv.capacity}`);
@@ -143,6 +153,33 @@ export class ReferenceBackend implements Backend {
       out.set(r.out, s.row * Q.cols);
     }
     return act(Q.rows, Q.cols, out);
+  }
+
+  /** Writes the new rows through the page table, then the same attention over the gathered rows. */
+  private pagedAttention(Q: RefAct, K: RefAct, V: RefAct, s: SeqSlice, p: AttentionParams): Float32Array {
+    if (!isPagedKV(s.kv)) throw new Error('unreachable');
+    const kv = s.kv;
+    const pool = kv.pool;
+    if (!(pool instanceof HostKVPool)) throw new Error('attention: paged KV of another backend');
+    const nK = s.pos + s.n;
+    if (Math.ceil(nK / kv.pageSize) > kv.pageTable.length) throw new Error(`sequence needs ${nK} tokens of KV but has pages for ${kv.pageTable.length * kv.pageSize}`);
+    pool.writeRows(kv.pageTable, p.layer, K.data, V.data, s.row, s.n, s.pos);
+    const { k, v } = pool.tokenMajor(kv.pageTable, p.layer, nK);
+    let qs = Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols);
+    if (this.kvF16) qs = qs.map(roundF16);
+    return attentionRef({
+      q: qs,
+      k,
+      v,
+      nQ: s.n,
+      nK,
+      nHeads: p.nHeads,
+      nKVHeads: p.nKVHeads,
+      headDim: p.headDim,
+      scale: p.scale,
+      qPos0: s.pos,
+      probRound: this.kvF16 ? roundF16 : undefined,
+    }).out;
   }
 
   siluMul(gate: Act, up: Act): Act {

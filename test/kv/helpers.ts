@@ -1,0 +1,74 @@
+// Shared by the KV cache tests: small synthetic models, a child engine process (restarts and crashes
+// are real processes), and bitwise comparison of logits.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { syntheticModel, writeSyntheticModel } from '../../engine/model/synthetic.js';
+import { testModelDir } from '../helpers/models.js';
+
+/** A 2-layer, 64-wide qwen2 model (one KV head of 32): fast enough on the reference backend for long prompts. */
+export function microModel(opts: { seed?: number; ropeFreqBase?: number } = {}): string {
+  const seed = opts.seed ?? 1;
+  const path = join(testModelDir(), `kv-micro-${seed}-${opts.ropeFreqBase ?? 'default'}.gguf`);
+  if (!existsSync(path)) {
+    writeSyntheticModel(
+      path,
+      syntheticModel({
+        arch: 'qwen2',
+        shape: { nLayers: 2, nEmbd: 64, nHeads: 2, nKVHeads: 1, nFF: 128, contextLength: 8192, tied: true },
+        type: 'f32',
+        seed,
+        ropeFreqBase: opts.ropeFreqBase,
+      }),
+    );
+  }
+  return path;
+}
+
+export function tempDir(name: string): string {
+  const root = join(tmpdir(), 'repokv-kv-tests');
+  mkdirSync(root, { recursive: true });
+  return mkdtempSync(join(root, `${name}-`));
+}
+
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+const childPath = fileURLToPath(new URL('./child.ts', import.meta.url));
+
+export function spawnChild(args: Record<string, unknown>): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', childPath, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export interface ChildResult {
+  logits: Float32Array;
+  report: Record<string, number>;
+  warnings: string[];
+  stats: Record<string, unknown>;
+}
+
+/** Runs the child engine once (mode 'prefill') and returns what it printed. */
+export function runChild(args: Record<string, unknown>): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const c = spawnChild({ mode: 'prefill', ...args });
+    let out = '';
+    let err = '';
+    c.stdout!.on('data', (d) => (out += d));
+    c.stderr!.on('data', (d) => (err += d));
+    c.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`child exited with ${code}: ${err}`));
+      const j = JSON.parse(out.trim().split('\n').pop()!);
+      const b = Buffer.from(j.logits, 'base64');
+      resolve({ logits: new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4), report: j.report, warnings: j.warnings, stats: j.stats });
+    });
+  });
+}
