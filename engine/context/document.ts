@@ -368,7 +368,8 @@ export function documentText(doc: RepoDocument): string {
 
 /** Where `next` first differs from `prev`, by segment hashes. */
 export function invalidation(prev: RepoDocument | DocumentManifest, next: RepoDocument): Invalidation {
-  const n = Math.min(prev.segments.length, next.segments.length);
+  // a document of another layout version shares nothing, whatever its hashes say
+  const n = prev.format === next.format ? Math.min(prev.segments.length, next.segments.length) : 0;
   let i = 0;
   while (i < n && prev.segments[i].hash === next.segments[i].hash) i++;
   const unchanged = i === prev.segments.length && i === next.segments.length;

@@ -55,6 +55,11 @@ interface Detector {
   re: RegExp;
   /** Extra check on the match (e.g. entropy of the value); default accept. */
   accept?: (m: RegExpExecArray) => boolean;
+  /**
+   * A cheap pattern every match contains: then `re` runs only on the lines where it occurs (the
+   * generic detectors would otherwise try every position of every file: half the walk's time).
+   */
+  hint?: RegExp;
 }
 
 /** Shannon entropy of a string in bits per character. */
@@ -121,6 +126,7 @@ const DETECTORS: Detector[] = [
     kind: 'url-password',
     re: /\b[a-z][a-z0-9+.-]{1,20}:\/\/[^\s/:@'"`]{1,64}:([^\s/:@'"`]{6,128})@[^\s'"`]/i,
     accept: (m) => randomLooking(decodeURIComponent(m[1].replace(/%(?![0-9a-f]{2})/gi, '%25')), 10, 3),
+    hint: /:\/\/[^\s/:@'"`]{1,64}:/,
   },
   {
     kind: 'assignment',
@@ -128,11 +134,37 @@ const DETECTORS: Detector[] = [
     // style, bare); the value must look random
     re: /(?:^|[^A-Za-z0-9])((?:[A-Za-z0-9]+[_-]?)?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|private[_-]?key|client[_-]?secret|credentials?)(?:[_-]?[A-Za-z0-9]+)?)["']?\s*(?::=|=>|[=:])\s*(?:["'`]([^"'`\s]{16,256})["'`]|([A-Za-z0-9+/=_\-.~!@#$%^&*]{20,256})\s*$)/im,
     accept: (m) => (m[2] !== undefined ? randomLooking(m[2]) : bareValues && randomLooking(m[3])),
+    hint: /password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|private[_-]?key|client[_-]?secret|credential/i,
   },
 ];
 
 /** Cheap pre-check: every detector needs one of these substrings (case-insensitive). */
 const PREFILTER = /PRIVATE KEY|AKIA|ASIA|ABIA|ACCA|secret|gh[pousr]_|github_pat_|glpat-|xox|hooks\.slack|AIza|npm_|_live_|sk-|hf_|SG\.|SK[0-9a-f]|eyJ|:\/\/|pass|pwd|token|key|credential/i;
+
+/** Index of the first accepted match (from its first non-space character), or undefined. */
+function firstMatch(text: string, d: Detector, re: RegExp, offset = 0): number | undefined {
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    // the match may start with the character before the key (assignment): count from its first non-space
+    if (!d.accept || d.accept(m)) return offset + m.index + (m[0].length - m[0].trimStart().length);
+    if (m[0].length === 0) re.lastIndex++;
+  }
+  return undefined;
+}
+
+/** firstMatch, run only on the lines that contain the detector's hint. */
+function firstOnHintedLines(text: string, d: Detector, re: RegExp): number | undefined {
+  const hint = new RegExp(d.hint!.source, d.hint!.flags.replace('g', '') + 'g');
+  for (let h = hint.exec(text); h; h = hint.exec(text)) {
+    const start = text.lastIndexOf('\n', h.index) + 1;
+    let end = text.indexOf('\n', h.index);
+    if (end < 0) end = text.length;
+    re.lastIndex = 0;
+    const at = firstMatch(text.slice(start, end), d, re, start);
+    if (at !== undefined) return at;
+    hint.lastIndex = end + 1;
+  }
+  return undefined;
+}
 
 function lineOf(text: string, index: number): number {
   let n = 1;
@@ -156,15 +188,10 @@ export function scanSecrets(text: string, name: string): SecretFinding | undefin
   let best: SecretFinding | undefined;
   for (const d of DETECTORS) {
     const re = new RegExp(d.re.source, d.re.flags.includes('g') ? d.re.flags : d.re.flags + 'g');
-    for (let m = re.exec(text); m; m = re.exec(text)) {
-      if (!d.accept || d.accept(m)) {
-        // the match may start with the character before the key (assignment): count from its first non-space
-        const line = lineOf(text, m.index + (m[0].length - m[0].trimStart().length));
-        if (!best || line < best.line) best = { kind: d.kind, line };
-        break;
-      }
-      if (m[0].length === 0) re.lastIndex++;
-    }
+    const found = d.hint ? firstOnHintedLines(text, d, re) : firstMatch(text, d, re);
+    if (found === undefined) continue;
+    const line = lineOf(text, found);
+    if (!best || line < best.line) best = { kind: d.kind, line };
   }
   return best;
 }

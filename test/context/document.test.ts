@@ -92,6 +92,28 @@ test('order from git history: least changed first, files being edited last; same
   }
 });
 
+test('a root inside a repository: history of its own files, paths relative to the root', { skip: !hasGit }, async () => {
+  const dir = tempDir('subgit');
+  try {
+    writeTree(dir, { 'pkg/a.ts': 'a\n', 'pkg/b.ts': 'b\n', 'other/c.ts': 'c\n' });
+    git(dir, ['init', '-q']);
+    git(dir, ['add', '.']);
+    git(dir, ['commit', '-q', '-m', 'c1'], '2023-01-01T00:00:00Z');
+    writeTree(dir, { 'pkg/a.ts': 'a2\n', 'other/c.ts': 'c2\n' });
+    git(dir, ['commit', '-q', '-am', 'c2'], '2023-02-01T00:00:00Z');
+    const w = await walkRepository([join(dir, 'pkg')]);
+    assert.deepEqual(w.files.map((f) => [f.path, f.change.group, f.change.commits]), [['a.ts', 0, 2], ['b.ts', 0, 1]]);
+    assert.deepEqual(files(buildDocument(w)), ['b.ts', 'a.ts']);
+    // an older layout version shares nothing
+    const d = buildDocument(w);
+    const inv = updateDocument({ ...manifestOf(d), format: 0 }, w).invalidation;
+    assert.equal(inv.segment, 0);
+    assert.equal(inv.recomputedTokens, d.totalTokens);
+  } finally {
+    remove(dir);
+  }
+});
+
 /** A tree of n files f00..f(n-1), oldest first, each a few lines. */
 function numbered(dir: string, n: number): string[] {
   const names = Array.from({ length: n }, (_, i) => `src/f${String(i).padStart(2, '0')}.ts`);

@@ -231,6 +231,9 @@ test('a 50 MB file is left out unread; FIFOs and unreadable entries are reported
     assert.ok(paths(w).includes('small.ts') && paths(w).includes('dir/ok.ts'));
     const lower = await walkRepository([dir], { git: false, maxFileBytes: 1 });
     assert.equal(lower.excluded.find((e) => e.path === 'small.ts')?.reason, 'too-large');
+    const few = await walkRepository([dir], { git: false, maxFiles: 1 });
+    assert.deepEqual(paths(few), ['dir/ok.ts']); // walk order: sorted names, depth first
+    assert.ok(few.excluded.some((e) => e.reason === 'too-many-files'));
   } finally {
     remove(dir);
   }
