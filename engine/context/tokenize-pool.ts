@@ -44,6 +44,9 @@ export class TokenizerPool {
     readonly model: string,
     opts: TokenizerPoolOptions = {},
   ) {
+    // a bad model file fails here, in this thread, with the reader's one-sentence error (an error
+    // thrown inside a worker would arrive without its class)
+    tokenizeHere(model, []);
     this.threads = Math.max(1, opts.threads ?? availableParallelism());
     this.batchChars = opts.batchChars ?? 256 * 1024;
     const spec = workerSpec();
@@ -53,6 +56,16 @@ export class TokenizerPool {
   /** Token ids of each text (no BOS/EOS; control-token text stays text), in input order. */
   async tokenize(texts: string[], onProgress?: (p: TokenizeProgress) => void): Promise<Int32Array[]> {
     const out = new Array<Int32Array>(texts.length);
+    for await (const { index, tokens } of this.stream(texts, onProgress)) out[index] = tokens;
+    return out;
+  }
+
+  /**
+   * The same, streamed in input order: each text's tokens are yielded as soon as it and every text
+   * before it are done, so prefill can start on the first segments while later ones are tokenized.
+   * Progress is reported as batches finish (in any order).
+   */
+  async *stream(texts: string[], onProgress?: (p: TokenizeProgress) => void): AsyncGenerator<{ index: number; tokens: Int32Array }> {
     const totalChars = texts.reduce((s, t) => s + t.length, 0);
     const t0 = performance.now();
     let files = 0;
@@ -69,27 +82,32 @@ export class TokenizerPool {
       cur.chars += texts[i].length;
     }
     if (cur.texts.length) batches.push(cur);
-    await Promise.all(
-      batches.map(async (b) => {
-        const r = (await this.pool.run({ model: this.model, texts: b.texts })) as Int32Array;
-        const n = r[0];
-        let o = 1 + n;
-        for (let i = 0; i < n; i++) {
-          const len = r[1 + i];
-          out[b.start + i] = r.subarray(o, o + len);
-          o += len;
-          tokens += len;
-        }
-        files += n;
-        chars += b.chars;
-        if (onProgress) {
-          const seconds = (performance.now() - t0) / 1000;
-          const rate = chars / Math.max(seconds, 1e-9);
-          onProgress({ files, totalFiles: texts.length, tokens, chars, totalChars, seconds, tokensPerSecond: tokens / Math.max(seconds, 1e-9), etaSeconds: (totalChars - chars) / Math.max(rate, 1e-9) });
-        }
-      }),
-    );
-    return out;
+    const results = batches.map(async (b) => {
+      const r = (await this.pool.run({ model: this.model, texts: b.texts })) as Int32Array;
+      const n = r[0];
+      const parts: Int32Array[] = [];
+      let o = 1 + n;
+      for (let i = 0; i < n; i++) {
+        const len = r[1 + i];
+        parts.push(r.subarray(o, o + len));
+        o += len;
+        tokens += len;
+      }
+      files += n;
+      chars += b.chars;
+      if (onProgress) {
+        const seconds = (performance.now() - t0) / 1000;
+        const rate = chars / Math.max(seconds, 1e-9);
+        onProgress({ files, totalFiles: texts.length, tokens, chars, totalChars, seconds, tokensPerSecond: tokens / Math.max(seconds, 1e-9), etaSeconds: (totalChars - chars) / Math.max(rate, 1e-9) });
+      }
+      return parts;
+    });
+    // a rejected batch must not go unhandled while an earlier one is awaited
+    for (const r of results) r.catch(() => undefined);
+    for (let b = 0; b < batches.length; b++) {
+      const parts = await results[b];
+      for (let i = 0; i < parts.length; i++) yield { index: batches[b].start + i, tokens: parts[i] };
+    }
   }
 
   async close(): Promise<void> {

@@ -49,6 +49,9 @@ test('repokv index --explain / --json / --print', async () => {
     const bad = repokv('index', join(dir, 'missing'));
     assert.equal(bad.code, 1);
     assert.match(bad.err, /^repokv: cannot index .*missing: no such folder\n$/);
+    const noModel = repokv('index', dir, '--model', join(dir, 'missing.gguf'));
+    assert.equal(noModel.code, 1);
+    assert.match(noModel.err, /^repokv: .*missing\.gguf: cannot open model file \(no such file\)\n$/);
     const none = repokv('index');
     assert.equal(none.code, 1);
     assert.match(none.err, /give the folder to index/);

@@ -33,6 +33,13 @@ test('pool tokens equal in-process tokens; progress reaches the totals', async (
     assert.equal(last.chars, last.totalChars);
     assert.equal(last.etaSeconds, 0);
     assert.ok(progress.length > 2 && last.tokensPerSecond > 0);
+    // streamed: in input order, the same tokens
+    const seen: number[] = [];
+    for await (const { index, tokens } of pool.stream(texts)) {
+      seen.push(index);
+      assert.deepEqual(Array.from(tokens), Array.from(ref[index]));
+    }
+    assert.deepEqual(seen, texts.map((_, i) => i));
     // a counter from the pool's results, falling back for texts it has not seen
     const count = countingFrom(texts, got, () => -1);
     assert.equal(count(texts[3]), ref[3].length);
