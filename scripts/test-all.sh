@@ -5,8 +5,8 @@
 # provider ships inside the package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-vulkan.sh
 export ONNXRUNTIME_NODE_INSTALL=skip
 npm ci --no-audit --no-fund --loglevel=error
+bash scripts/setup-vulkan.sh
 npx tsc -p tsconfig.json --noEmit
 node scripts/test.mjs
