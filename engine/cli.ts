@@ -10,6 +10,7 @@ const commands: Record<string, Command> = {
   inspect: { summary: 'inspect <model.gguf>: architecture, sizes, tensor types, tokenizer, template', load: () => import('./commands/inspect.js') },
   tokenize: { summary: 'tokenize --model F [--file P | text]: token ids and pieces', load: () => import('./commands/tokenize.js') },
   'make-model': { summary: 'make-model --arch llama|qwen2|qwen3 --size tiny|small --type T --seed N --out F', load: () => import('./commands/make-model.js') },
+  cache: { summary: 'cache stats|gc|purge [--dir D] [--max-gb N] [--verify] [--model F] [--json]: the persistent KV cache', load: () => import('./commands/cache.js') },
   generate: { summary: 'generate --model F --prompt P [--chat] [--max-tokens N --temperature T --top-k K --top-p P --seed N]', load: () => import('./commands/generate.js') },
   index: { summary: 'index <folder...> [--explain] [--json] [--model F] [--budget N] [--watch]: the repository document', load: () => import('./commands/index.js') },
   bench: { summary: 'bench tokenize|engine ... --json: measurements against llama.cpp', load: () => import('./commands/bench.js') },

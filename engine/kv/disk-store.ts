@@ -228,9 +228,22 @@ export class DiskStore {
     };
   }
 
-  /** Finishes pending writes, then stops the writer and closes the store. */
+  /** Finishes pending writes, then closes the writer's connection and the store (WAL folded back). */
   async close(): Promise<void> {
-    await this.flush();
+    this.flushTouches();
+    const w = this.worker;
+    if (w) {
+      const id = this.nextFlush++;
+      await new Promise<void>((resolve) => {
+        this.flushes.set(id, resolve);
+        w.ref();
+        w.postMessage({ t: 'close', id } satisfies WriterMessage);
+      });
+      await new Promise<void>((resolve) => {
+        if (!this.worker) return resolve();
+        w.once('exit', () => resolve());
+      });
+    }
     this.dispose();
   }
 

@@ -4,7 +4,7 @@
 //
 // Messages in: put (a serialized page; its ArrayBuffer is transferred), touch (pages were used), drop
 // (a page failed its checksum), gc (enforce the size cap now), flush (reply when all earlier
-// messages are committed). Messages out: flushed, warn (once: the disk is full / writing failed).
+// messages are committed), close (flush, then close the database and end). Messages out: flushed, warn (once: the disk is full / writing failed).
 // Work that arrives together is committed in one transaction.
 import { parentPort, workerData } from 'node:worker_threads';
 import { checksum, isDiskFull, openStore, type StoreMeta } from './disk-schema.js';
@@ -25,7 +25,8 @@ export type WriterMessage =
   | { t: 'touch'; hashes: Uint8Array[] }
   | { t: 'drop'; hash: Uint8Array }
   | { t: 'gc'; capBytes?: number }
-  | { t: 'flush'; id: number };
+  | { t: 'flush'; id: number }
+  | { t: 'close'; id: number };
 
 export type WriterReply = { t: 'flushed'; id: number; written: number; bytes: number } | { t: 'warn'; kind: 'full' | 'error'; message: string };
 
@@ -117,7 +118,13 @@ function drain(): void {
       warn('error', `garbage collection of the KV cache failed: ${(e as Error).message}`);
     }
   }
-  for (const m of batch) if (m.t === 'flush') port.postMessage({ t: 'flushed', id: m.id, written, bytes: total } satisfies WriterReply);
+  for (const m of batch) if (m.t === 'flush' || m.t === 'close') port.postMessage({ t: 'flushed', id: m.id, written, bytes: total } satisfies WriterReply);
+  if (batch.some((m) => m.t === 'close')) {
+    // Closing this connection (the engine thread closes its reader after) lets the last one fold the
+    // WAL back into the database file.
+    db.close();
+    port.close();
+  }
 }
 
 function deletePage(hash: Buffer): void {

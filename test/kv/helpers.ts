@@ -1,6 +1,6 @@
 // Shared by the KV cache tests: small synthetic models, a child engine process (restarts and crashes
 // are real processes), and bitwise comparison of logits.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,8 +45,24 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 const childPath = fileURLToPath(new URL('./child.ts', import.meta.url));
 
-export function spawnChild(args: Record<string, unknown>): ChildProcess {
+export function spawnChild(args: Record<string, unknown>, opts: { tmpfsBytes?: number } = {}): ChildProcess {
+  if (opts.tmpfsBytes) {
+    // A private mount namespace with a small tmpfs on the cache folder: a real full disk (ENOSPC),
+    // gone with the process.
+    const script = 'mount -t tmpfs -o size="$REPOKV_TMPFS" tmpfs "$REPOKV_DIR" && exec "$REPOKV_NODE" --import tsx "$REPOKV_CHILD" "$REPOKV_ARGS"';
+    return spawn('unshare', ['-rm', 'sh', '-c', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, REPOKV_TMPFS: String(opts.tmpfsBytes), REPOKV_DIR: String(args.cacheDir), REPOKV_NODE: process.execPath, REPOKV_CHILD: childPath, REPOKV_ARGS: JSON.stringify(args) },
+    });
+  }
   return spawn(process.execPath, ['--import', 'tsx', childPath, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Whether this machine lets a process mount a tmpfs in its own namespace (root, or user namespaces). */
+export function canMountTmpfs(): boolean {
+  const dir = tempDir('probe');
+  const r = spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o size=64k tmpfs "${dir}"`], { stdio: 'ignore' });
+  return r.status === 0;
 }
 
 export interface ChildResult {
@@ -57,9 +73,9 @@ export interface ChildResult {
 }
 
 /** Runs the child engine once (mode 'prefill') and returns what it printed. */
-export function runChild(args: Record<string, unknown>): Promise<ChildResult> {
+export function runChild(args: Record<string, unknown>, opts: { tmpfsBytes?: number } = {}): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
-    const c = spawnChild({ mode: 'prefill', ...args });
+    const c = spawnChild({ mode: 'prefill', ...args }, opts);
     let out = '';
     let err = '';
     c.stdout!.on('data', (d) => (out += d));
