@@ -1,15 +1,20 @@
 // repokv generate [--model F] --prompt P [--chat] [--system S] [--max-tokens N] [--temperature T]
 //   [--top-k K] [--top-p P] [--seed N] [--stop S] [--backend auto|cpu|webgpu|reference] [--json]
+//   [--cache-dir D | --no-cache] [--kv-memory MiB] [--cache-max-gb N] [--kv-storage f16|int8]
+//   [--kv-paging auto|host|off]
 // Streams the completion to stdout; with --json prints one JSON object with tokens and timings.
+// The prompt's KV is looked up in, and added to, the persistent KV cache (engine/kv/README.md); how
+// many prompt tokens came from it and how many were computed goes to stderr (and into --json).
 
 import { readFileSync } from 'node:fs';
 import { Engine, type BackendChoice } from '../engine.js';
 import { UserError } from '../errors.js';
 import { flagNumber, flagString, parseArgs } from './args.js';
 import { BUILTIN_MODEL_NOTICE, resolveModel } from '../model/default-model.js';
+import { defaultKVCacheDir } from './cache.js';
 
 export async function run(args: string[]): Promise<number> {
-  const p = parseArgs(args, ['chat', 'json', 'no-bos']);
+  const p = parseArgs(args, ['chat', 'json', 'no-bos', 'no-cache']);
   const resolved = resolveModel(flagString(p, 'model'));
   const model = resolved.path;
   if (resolved.builtin) console.error(BUILTIN_MODEL_NOTICE);
@@ -24,6 +29,13 @@ export async function run(args: string[]): Promise<number> {
     backend: (flagString(p, 'backend') ?? 'auto') as BackendChoice,
     contextSize: flagNumber(p, 'ctx', 4096),
     threads: p.flags.has('threads') ? flagNumber(p, 'threads', 1) : undefined,
+    kv: {
+      paging: (flagString(p, 'kv-paging') ?? 'auto') as 'auto' | 'host' | 'off',
+      cacheDir: p.flags.has('no-cache') ? undefined : (flagString(p, 'cache-dir') ?? defaultKVCacheDir()),
+      memoryBytes: p.flags.has('kv-memory') ? flagNumber(p, 'kv-memory', 0) * 2 ** 20 : undefined,
+      maxDiskBytes: p.flags.has('cache-max-gb') ? flagNumber(p, 'cache-max-gb', 0) * 2 ** 30 : undefined,
+      storage: (flagString(p, 'kv-storage') ?? 'f16') as 'f16' | 'int8',
+    },
   });
   try {
     const tLoad = performance.now();
@@ -39,6 +51,13 @@ export async function run(args: string[]): Promise<number> {
     process.once('SIGINT', () => ac.abort());
     const logits = await engine.prefill(seq, ids, { signal: ac.signal });
     const tPrefill = performance.now();
+    const rep = seq.lastPrefill!;
+    if (!json) {
+      if (engine.kvCache) {
+        const tiers = [['device', rep.fromDevice], ['host', rep.fromHost], ['disk', rep.fromDisk]].filter(([, n]) => n).map(([k, n]) => `${k} ${n}`);
+        console.error(`repokv: prompt ${ids.length} tokens: ${rep.cachedTokens} from cache${tiers.length ? ` (${tiers.join(', ')})` : ''}, ${rep.computedTokens} computed`);
+      } else console.error(`repokv: prompt ${ids.length} tokens, all computed (the ${engine.backend.info.name} backend has no KV pool yet; --kv-paging host pages its KV in host memory)`);
+    }
     const gen = engine.generate(seq, logits, {
       maxTokens: flagNumber(p, 'max-tokens', 128),
       temperature: flagNumber(p, 'temperature', 0),
@@ -63,6 +82,9 @@ export async function run(args: string[]): Promise<number> {
           backend: engine.backend.info.name,
           device: engine.backend.info.device,
           promptTokens: ids.length,
+          cachedTokens: rep.cachedTokens,
+          computedTokens: rep.computedTokens,
+          cache: engine.kvCache ? { fromDevice: rep.fromDevice, fromHost: rep.fromHost, fromDisk: rep.fromDisk } : null,
           generatedTokens: res.tokens.length,
           tokens: res.tokens,
           text: res.text,
@@ -75,6 +97,6 @@ export async function run(args: string[]): Promise<number> {
     } else process.stdout.write('\n');
     return 0;
   } finally {
-    engine.dispose();
+    await engine.close();
   }
 }
