@@ -6,6 +6,10 @@ import { UserError } from '../errors.js';
 type Bench = { summary: string; load: () => Promise<{ run(args: string[]): Promise<number> }> };
 
 const benches: Record<string, Bench> = {
+  cache: {
+    summary: 'cache [--model F] [--backend cpu] [--contexts 4096,16384] [--turn 32] [--storage f16|int8] [--json]: cold prefill, follow-up TTFT, restore from disk vs recompute, bytes on disk per token',
+    load: () => import('../bench/cache.js'),
+  },
   context: { summary: 'context [--tree DIR] [--model F] [--threads 1,2] [--json]: walk + tokenize throughput, tokens recomputed after an edit', load: () => import('../bench/context.js') },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',

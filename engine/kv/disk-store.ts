@@ -151,7 +151,9 @@ export class DiskStore {
       row = this.st.get.get(hash) as PageRow | undefined;
     } catch (e) {
       if (isCorruptStore(e)) return this.bad(hash);
-      throw e;
+      // Busy beyond the timeout, I/O error …: a miss (the page is computed), said once.
+      this.warnOnce(`repokv: reading the KV cache in ${this.dir} failed (${(e as Error).message}); computing instead`);
+      return null;
     }
     if (!row) return null;
     const data = new Uint8Array(row.data.buffer, row.data.byteOffset, row.data.byteLength);
@@ -161,6 +163,12 @@ export class DiskStore {
     }
     this.touched.push(Buffer.from(hash));
     return decodePage(codec, data, this.opts.shape);
+  }
+
+  /** Marks a page as used (it was hit in a higher tier), so the size cap collects it last. */
+  touch(hash: PageHash): void {
+    this.touched.push(Buffer.from(hash));
+    if (this.touched.length >= 256) this.flushTouches();
   }
 
   private bad(hash: PageHash): null {

@@ -89,6 +89,8 @@ function drain(): void {
     try {
       let added = 0;
       let n = 0;
+      // IMMEDIATE: take the write lock before checking what exists, so that another process writing
+      // the same store (a second engine) cannot slip the same page in between.
       db.transaction(() => {
         for (const m of puts) {
           const hash = Buffer.from(m.hash);
@@ -100,7 +102,7 @@ function drain(): void {
           added += data.byteLength;
           n++;
         }
-      })();
+      }).immediate();
       total += added;
       written += n;
     } catch (e) {

@@ -17,25 +17,33 @@ function f16Table(): Uint32Array {
 
 /** dst[i] = half(src[i]), round to nearest, ties to even (as f32ToF16). */
 export function f32ToF16Array(src: Float32Array, dst: Uint16Array, n = src.length, srcOff = 0, dstOff = 0): void {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  // Normal halves come from f32 exponents 113..142 (unbiased -14..15): converted inline.
+  f32BitsToF16(src, new Uint32Array(src.buffer, src.byteOffset, src.length), dst, n, srcOff, dstOff);
+}
+
+/** dst[i] = f32(src[i]) (exact). */
+export function f16ToF32Array(src: Uint16Array, dst: Float32Array, n = src.length, srcOff = 0, dstOff = 0): void {
+  f16ToF32Bits(src, new Uint32Array(dst.buffer, dst.byteOffset, dst.length), n, srcOff, dstOff);
+}
+
+/** As f16ToF32Array, into the bits of an f32 array (hot loops keep the Uint32Array view). */
+export function f16ToF32Bits(src: Uint16Array, dst: Uint32Array, n: number, srcOff: number, dstOff: number): void {
+  const t = f16Table();
+  for (let i = 0; i < n; i++) dst[dstOff + i] = t[src[srcOff + i]];
+}
+
+/** As f32ToF16Array, from an f32 array and a Uint32Array view of the same memory. */
+export function f32BitsToF16(f: Float32Array, u: Uint32Array, dst: Uint16Array, n: number, srcOff: number, dstOff: number): void {
   for (let i = 0; i < n; i++) {
     const x = u[srcOff + i];
     const exp = (x >>> 23) & 0xff;
-    // Normal halves: f32 exponents 113..142 (unbiased -14..15).
     if (exp >= 113 && exp <= 142) {
       let h = ((exp - 112) << 10) | ((x >>> 13) & 0x3ff);
       const rest = x & 0x1fff;
       if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h += 1;
       dst[dstOff + i] = ((x >>> 16) & 0x8000) | h;
-    } else dst[dstOff + i] = f32ToF16(src[srcOff + i]);
+    } else dst[dstOff + i] = f32ToF16(f[srcOff + i]);
   }
-}
-
-/** dst[i] = f32(src[i]) (exact). */
-export function f16ToF32Array(src: Uint16Array, dst: Float32Array, n = src.length, srcOff = 0, dstOff = 0): void {
-  const t = f16Table();
-  const d = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
-  for (let i = 0; i < n; i++) d[dstOff + i] = t[src[srcOff + i]];
 }
 
 /** Rounds values in place to the nearest half (what an f16 KV cache stores), kept as f32. */

@@ -3,21 +3,26 @@
 // f32 (rounded to f16 on write when dtype is 'f16'), which is what MLAS and the reference attention
 // read directly; memory is accounted at 4 bytes per value.
 //
-// Layout: pages are grouped into arenas of up to ARENA_BYTES, allocated on first use; in an arena,
+// Layout: pages are grouped into arenas of up to ARENA_BYTES (1 GiB), allocated on first use; in an arena,
 // each layer's K (and V) is head-major [nKVHeads][arenaPages·pageSize][headDim]. So the keys of one KV
 // head over consecutive pages of one arena are one contiguous slab: a sequence whose pages are
 // consecutive (the common case: the block manager hands out the lowest free ids) is attended through
 // zero-copy views; otherwise its rows are gathered into a scratch buffer.
 import type { KVPool, KVPoolOptions } from '../model/backend.js';
-import { f16ToF32Array, f32ToF16Array, roundF16InPlace, u16View } from './f16.js';
+import { f16ToF32Bits, f32BitsToF16, roundF16InPlace, u16View } from './f16.js';
 
-const ARENA_BYTES = 64 * 2 ** 20;
-const MAX_ARENA_PAGES = 1024;
+// Arenas are zero-filled on allocation, which the OS commits only as pages are touched; a large arena
+// keeps a long context in one contiguous run (zero-copy attention) at no resident cost.
+const ARENA_BYTES = 2 ** 30;
+const MAX_ARENA_PAGES = 4096;
 
 interface Arena {
   pages: number;
   k: Float32Array[];
   v: Float32Array[];
+  /** The same memory as bits (page (de)serialization converts f16 ↔ f32 on bit patterns). */
+  k32: Uint32Array[];
+  v32: Uint32Array[];
 }
 
 export class HostKVPool implements KVPool {
@@ -52,11 +57,9 @@ export class HostKVPool implements KVPool {
     if (!a) {
       const pages = Math.min(this.arenaPages, this.nPages - i * this.arenaPages);
       const n = this.opts.nKVHeads * pages * this.opts.pageSize * this.opts.headDim;
-      a = {
-        pages,
-        k: Array.from({ length: this.opts.nLayers }, () => new Float32Array(n)),
-        v: Array.from({ length: this.opts.nLayers }, () => new Float32Array(n)),
-      };
+      const k = Array.from({ length: this.opts.nLayers }, () => new Float32Array(n));
+      const v = Array.from({ length: this.opts.nLayers }, () => new Float32Array(n));
+      a = { pages, k, v, k32: k.map((x) => new Uint32Array(x.buffer)), v32: v.map((x) => new Uint32Array(x.buffer)) };
       this.arenas[i] = a;
     }
     return a;
@@ -168,9 +171,12 @@ export class HostKVPool implements KVPool {
     const rs = this.rowSize;
     let o = 0;
     for (let l = 0; l < L; l++) {
-      for (const arr of [a.k[l], a.v[l]]) {
+      for (const [f, u] of [
+        [a.k[l], a.k32[l]],
+        [a.v[l], a.v32[l]],
+      ] as const) {
         for (let r = 0; r < ps; r++) {
-          for (let h = 0; h < G; h++) f32ToF16Array(arr, out, d, base + h * headStride + r * d, o + h * d);
+          for (let h = 0; h < G; h++) f32BitsToF16(f, u, out, d, base + h * headStride + r * d, o + h * d);
           o += rs;
         }
       }
@@ -186,9 +192,9 @@ export class HostKVPool implements KVPool {
     const rs = this.rowSize;
     let o = 0;
     for (let l = 0; l < L; l++) {
-      for (const arr of [a.k[l], a.v[l]]) {
+      for (const u of [a.k32[l], a.v32[l]]) {
         for (let r = 0; r < ps; r++) {
-          for (let h = 0; h < G; h++) f16ToF32Array(src, arr, d, o + h * d, base + h * headStride + r * d);
+          for (let h = 0; h < G; h++) f16ToF32Bits(src, u, d, o + h * d, base + h * headStride + r * d);
           o += rs;
         }
       }

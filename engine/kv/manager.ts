@@ -172,6 +172,7 @@ export class KVCacheManager {
       if (tier === 'device') this.counters.deviceHits++;
       else if (tier === 'host') this.counters.hostHits++;
       else this.counters.diskHits++;
+      if (tier !== 'disk') this.disk?.touch(h);
     }
     if (r.covered > kv.length) kv.length = r.covered;
     return r;
