@@ -12,6 +12,7 @@ const commands: Record<string, Command> = {
   'make-model': { summary: 'make-model --arch llama|qwen2|qwen3 --size tiny|small --type T --seed N --out F', load: () => import('./commands/make-model.js') },
   cache: { summary: 'cache stats|gc|purge [--dir D] [--max-gb N] [--verify] [--model F] [--json]: the persistent KV cache', load: () => import('./commands/cache.js') },
   generate: { summary: 'generate --model F --prompt P [--chat] [--max-tokens N --temperature T --top-k K --top-p P --seed N]', load: () => import('./commands/generate.js') },
+  ask: { summary: 'ask <folder...> "question" [--session ID] [--model F]: answers about a repository (its KV cached on disk)', load: () => import('./commands/ask.js') },
   index: { summary: 'index <folder...> [--explain] [--json] [--model F] [--budget N] [--watch]: the repository document', load: () => import('./commands/index.js') },
   bench: { summary: 'bench tokenize|engine ... --json: measurements against llama.cpp', load: () => import('./commands/bench.js') },
   doctor: { summary: 'doctor [--json]: GPU adapter, features, limits, and which backend auto picks', load: () => import('./commands/doctor.js') },

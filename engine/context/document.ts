@@ -177,10 +177,34 @@ function footerLine(path: string, why: string): string {
 
 const OMISSION_WHY: Record<OmissionReason, string> = { generated: 'generated or data, left out to fit the context', budget: 'left out to fit the context' };
 
+/**
+ * Lines of a footer list beyond which the rest is summarized per top-level folder: the footer must
+ * stay small however many files a tight budget leaves out, or it would itself break the budget.
+ */
+export const FOOTER_MAX_LINES = 40;
+
+function cappedList(items: { path: string; tokens: number; line: string }[]): string {
+  if (items.length <= FOOTER_MAX_LINES) return items.map((i) => i.line).join('');
+  const shown = items.slice(0, FOOTER_MAX_LINES - 1);
+  const rest = new Map<string, { files: number; tokens: number }>();
+  for (const i of items.slice(FOOTER_MAX_LINES - 1)) {
+    const slash = i.path.indexOf('/');
+    const dir = slash < 0 ? '.' : i.path.slice(0, slash + 1);
+    const r = rest.get(dir) ?? { files: 0, tokens: 0 };
+    r.files++;
+    r.tokens += i.tokens;
+    rest.set(dir, r);
+  }
+  const more = [...rest.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([d, r]) => `- … ${r.files} more under ${d} (${r.tokens} tokens)\n`);
+  return shown.map((i) => i.line).join('') + more.slice(0, FOOTER_MAX_LINES).join('') + (more.length > FOOTER_MAX_LINES ? `- … and files in ${more.length - FOOTER_MAX_LINES} more folders\n` : '');
+}
+
 function footerText(omitted: Omission[], outlined: Outlined[], extra: string[]): string {
   let t = END_MARKER + '\n';
-  if (outlined.length) t += 'Shown only as an outline, to fit the context:\n' + outlined.map((o) => footerLine(o.path, `${o.fullTokens} tokens in full`)).join('');
-  if (omitted.length || extra.length) t += 'Not shown:\n' + [...omitted.map((o) => footerLine(o.path, OMISSION_WHY[o.reason])), ...extra].join('');
+  if (outlined.length) t += 'Shown only as an outline, to fit the context:\n' + cappedList(outlined.map((o) => ({ path: o.path, tokens: o.fullTokens, line: footerLine(o.path, `${o.fullTokens} tokens in full`) })));
+  if (omitted.length || extra.length) {
+    t += 'Not shown:\n' + cappedList([...omitted.map((o) => ({ path: o.path, tokens: o.tokens, line: footerLine(o.path, OMISSION_WHY[o.reason]) })), ...extra.map((line) => ({ path: '', tokens: 0, line }))]);
+  }
   return t;
 }
 
@@ -250,7 +274,9 @@ function fitBudget(entries: Entry[], budget: number | undefined, fixedTokens: nu
       entries.filter((e) => e.mode === 'outline').map((e) => ({ path: e.file.path, fullTokens: e.fullTokens, tokens: e.tokens })),
       extra,
     );
-  const lineTokens = (e: Entry) => counter.tokens(footerLine(e.file.path, 'x'.repeat(24)));
+  // Each listed file adds a footer line until the list is capped (FOOTER_MAX_LINES per section).
+  let listed = entries.filter((e) => e.mode !== 'full').length;
+  const lineTokens = (e: Entry) => (listed++ < 2 * FOOTER_MAX_LINES ? counter.tokens(footerLine(e.file.path, 'x'.repeat(24))) : 0);
   let body = entries.reduce((s, e) => s + (e.mode === 'omitted' ? 0 : e.tokens), 0);
   let footerEstimate = counter.tokens(footerOf());
   const over = () => fixedTokens + body + footerEstimate > budget;
