@@ -14,7 +14,19 @@
 // recomputed. `synchronous=NORMAL` in WAL mode keeps the database consistent after a crash (the last
 // commits may be lost, which a cache can afford).
 import { createHash } from 'node:crypto';
-import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+
+let loaded: typeof Database | null = null;
+
+/**
+ * better-sqlite3, loaded on first use: a missing or mismatched native module then costs the disk
+ * tier (one warning, DiskStore.open), never the engine.
+ */
+export function sqlite(): typeof Database {
+  loaded ??= createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+  return loaded;
+}
 
 /** Bump when the schema or the payload encoding changes; an older store is discarded, not migrated. */
 export const STORE_FORMAT = 1;
@@ -65,7 +77,7 @@ export interface StoreMeta {
 
 /** Opens (creating if needed) a store; throws if it belongs to another format or fingerprint. */
 export function openStore(path: string, meta: StoreMeta, opts: { create: boolean; readonly?: boolean }): DB {
-  const db = new Database(path, { fileMustExist: !opts.create, readonly: opts.readonly ?? false, timeout: 10_000 });
+  const db = new (sqlite())(path, { fileMustExist: !opts.create, readonly: opts.readonly ?? false, timeout: 10_000 });
   try {
     if (!opts.readonly) {
       const fresh = (db.pragma('page_count', { simple: true }) as number) === 0;

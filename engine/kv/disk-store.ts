@@ -218,6 +218,7 @@ export class DiskStore {
   }
 
   stats(): DiskStats {
+    if (!this.db.open) throw new Error('the KV disk cache is closed');
     const r = this.db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(nbytes), 0) AS b, COALESCE(AVG(rel_error), 0) AS e, COALESCE(MAX(rel_error), 0) AS m FROM pages').get() as {
       n: number;
       b: number;

@@ -2,9 +2,8 @@
 // model fingerprint) without loading any model. Safe to run beside a live engine (SQLite locking).
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
 import { CODEC_NAME, type PageShape } from './codec.js';
-import { checksum, DB_FILE, MODEL_FILE, readMeta, STORE_FORMAT, type DB } from './disk-schema.js';
+import { checksum, DB_FILE, MODEL_FILE, readMeta, sqlite, STORE_FORMAT, type DB } from './disk-schema.js';
 import { listStores, storeFileBytes } from './disk-store.js';
 
 export interface StoreSummary {
@@ -54,7 +53,7 @@ export function summarize(dir: string): StoreSummary {
   };
   let db: DB | null = null;
   try {
-    db = new Database(join(dir, DB_FILE), { readonly: true, fileMustExist: true, timeout: 10_000 });
+    db = new (sqlite())(join(dir, DB_FILE), { readonly: true, fileMustExist: true, timeout: 10_000 });
     const meta = readMeta(db);
     const r = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(nbytes), 0) AS b, COALESCE(AVG(rel_error), 0) AS e, MAX(last_used) AS t FROM pages').get() as { n: number; b: number; e: number; t: number | null };
     const tokens = r.n * meta.pageSize;
@@ -107,7 +106,7 @@ export function gcCache(root: string, opts: { maxBytes?: number; verify?: boolea
     const res: GcResult = { id: basename(dir), removedPages: 0, removedBytes: 0, badPages: 0, orphanPages: 0, fileBytesBefore: before, fileBytesAfter: before };
     let db: DB | null = null;
     try {
-      db = new Database(join(dir, DB_FILE), { fileMustExist: true, timeout: 10_000 });
+      db = new (sqlite())(join(dir, DB_FILE), { fileMustExist: true, timeout: 10_000 });
       const meta = readMeta(db);
       if (meta.format !== STORE_FORMAT) throw new Error(`format ${meta.format}, not ${STORE_FORMAT}`);
       const d = db;
