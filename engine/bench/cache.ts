@@ -138,7 +138,7 @@ export async function run(args: string[]): Promise<number> {
 
       let diskLogits: Float32Array = new Float32Array(0);
       let restored = s1.lastPrefill!;
-      let st: KVCacheStats | null = null;
+      let st = null as KVCacheStats | null;
       const restoreMs = await best(async () => {
         const b = await load();
         const s3 = b.createSequence(ctx);
