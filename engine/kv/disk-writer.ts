@@ -87,28 +87,25 @@ function drain(): void {
   }
   if (!disabled && puts.length) {
     try {
-      let added = 0;
-      let n = 0;
-      // IMMEDIATE: take the write lock before checking what exists, so that another process writing
-      // the same store (a second engine) cannot slip the same page in between.
-      db.transaction(() => {
-        for (const m of puts) {
-          const hash = Buffer.from(m.hash);
-          if (st.exists.get(hash)) continue;
-          const { data, relError } = encodePage(cfg.codec, m.data, cfg.shape);
-          const codec = CODEC_ID[cfg.codec];
-          const blobId = st.blob.run(data).lastInsertRowid;
-          st.page.run(hash, Buffer.from(m.parent), m.index, codec, data.byteLength, checksum(hash, codec, data), relError, now, blobId);
-          added += data.byteLength;
-          n++;
-        }
-      }).immediate();
-      total += added;
-      written += n;
+      writePages(puts, now);
     } catch (e) {
-      disabled = true;
-      if (isDiskFull(e)) warn('full', (e as Error).message);
-      else warn('error', (e as Error).message);
+      // One transaction per page, so that what still fits is stored (in chain order), then stop.
+      let failure: unknown = e;
+      if (isDiskFull(e) && puts.length > 1) {
+        failure = null;
+        for (const m of puts) {
+          try {
+            writePages([m], now);
+          } catch (e2) {
+            failure = e2;
+            break;
+          }
+        }
+      }
+      if (failure) {
+        disabled = true;
+        warn(isDiskFull(failure) ? 'full' : 'error', (failure as Error).message);
+      }
     }
   }
   const gcs = batch.filter((m): m is Extract<WriterMessage, { t: 'gc' }> => m.t === 'gc');
@@ -127,6 +124,28 @@ function drain(): void {
     db.close();
     port.close();
   }
+}
+
+/** Stores pages not stored yet, in one transaction (all or none). */
+function writePages(puts: Extract<WriterMessage, { t: 'put' }>[], now: number): void {
+  let added = 0;
+  let n = 0;
+  // IMMEDIATE: take the write lock before checking what exists, so that another process writing
+  // the same store (a second engine) cannot slip the same page in between.
+  db.transaction(() => {
+    for (const m of puts) {
+      const hash = Buffer.from(m.hash);
+      if (st.exists.get(hash)) continue;
+      const { data, relError } = encodePage(cfg.codec, m.data, cfg.shape);
+      const codec = CODEC_ID[cfg.codec];
+      const blobId = st.blob.run(data).lastInsertRowid;
+      st.page.run(hash, Buffer.from(m.parent), m.index, codec, data.byteLength, checksum(hash, codec, data), relError, now, blobId);
+      added += data.byteLength;
+      n++;
+    }
+  }).immediate();
+  total += added;
+  written += n;
 }
 
 function deletePage(hash: Buffer): void {

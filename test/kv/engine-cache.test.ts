@@ -186,3 +186,28 @@ test('the pool budget holds: live sessions beyond it fail with a clear message, 
     e.dispose();
   }
 });
+
+test('eviction: a freed request loses its tail page first, down to host memory, and a hit moves it back up', async () => {
+  const model = microModel();
+  const e = await Engine.load({ model, backend: 'reference', kv: { memoryBytes: 5 * 32 * 1024 } });
+  try {
+    const p = randomTokens(266, 300, 4000, 91); // 4 full pages + 10 tokens = 5 pages
+    const a = e.createSequence(512);
+    const cold = await e.prefill(a, p);
+    const tail = (a.kv as PagedSequenceKV).hashes[3];
+    e.freeSequence(a);
+    const b = e.createSequence(512);
+    await e.prefill(b, randomTokens(100, 300, 4000, 92)); // 2 pages: the free one, then one eviction
+    const cache = e.kvCache!;
+    assert.equal(cache.counters.evictions, 1);
+    assert.ok(cache.host.has(tail), "the request's last full page was evicted first");
+    e.freeSequence(b);
+    const c = e.createSequence(512);
+    const again = await e.prefill(c, p);
+    assert.deepEqual([c.lastPrefill!.fromDevice, c.lastPrefill!.fromHost, c.lastPrefill!.computedTokens], [192, 64, 10]);
+    assert.equal(cache.host.has(tail), false, 'moved up, not copied');
+    assert.ok(sameBits(again, cold));
+  } finally {
+    e.dispose();
+  }
+});
