@@ -56,7 +56,7 @@ export async function run(args: string[]): Promise<number> {
       if (engine.kvCache) {
         const tiers = [['device', rep.fromDevice], ['host', rep.fromHost], ['disk', rep.fromDisk]].filter(([, n]) => n).map(([k, n]) => `${k} ${n}`);
         console.error(`repokv: prompt ${ids.length} tokens: ${rep.cachedTokens} from cache${tiers.length ? ` (${tiers.join(', ')})` : ''}, ${rep.computedTokens} computed`);
-      } else console.error(`repokv: prompt ${ids.length} tokens, all computed (the ${engine.backend.info.name} backend has no KV pool yet; --kv-paging host pages its KV in host memory)`);
+      } else console.error(`repokv: prompt ${ids.length} tokens, all computed (the ${engine.backend.info.name} backend has no KV page pool yet, so no prefix cache)`);
     }
     const gen = engine.generate(seq, logits, {
       maxTokens: flagNumber(p, 'max-tokens', 128),
