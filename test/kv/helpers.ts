@@ -1,7 +1,7 @@
 // Shared by the KV cache tests: small synthetic models, a child engine process (restarts and crashes
 // are real processes), and bitwise comparison of logits.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,10 +27,18 @@ export function microModel(opts: { seed?: number; ropeFreqBase?: number } = {}):
   return path;
 }
 
+const made: string[] = [];
+process.on('exit', () => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh folder, removed when the test process exits. */
 export function tempDir(name: string): string {
   const root = join(tmpdir(), 'repokv-kv-tests');
   mkdirSync(root, { recursive: true });
-  return mkdtempSync(join(root, `${name}-`));
+  const d = mkdtempSync(join(root, `${name}-`));
+  made.push(d);
+  return d;
 }
 
 export function sameBits(a: Float32Array, b: Float32Array): boolean {
