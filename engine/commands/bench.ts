@@ -11,6 +11,10 @@ const benches: Record<string, Bench> = {
     load: () => import('../bench/cache.js'),
   },
   context: { summary: 'context [--tree DIR] [--model F] [--threads 1,2] [--json]: walk + tokenize throughput, tokens recomputed after an edit', load: () => import('../bench/context.js') },
+  engine: {
+    summary: 'engine [--model F] [--backend cpu] [--threads N] [--prompt 512,4096] [--decode 64] [--json]: prefill and decode tok/s vs llama.cpp, same file and threads, peak RSS',
+    load: () => import('../bench/engine.js'),
+  },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
     load: () => import('../bench/tokenize.js'),

@@ -12,7 +12,7 @@ import { matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../engine/model/r
 import { packMatrix, unpackMatrix } from '../../engine/backends/cpu/weights.js';
 import { emitMatmul, emitRmsNorm, emitRope, emitSiluMul } from '../../engine/backends/cpu/ops.js';
 import { DT, GraphBuilder } from '../../engine/backends/cpu/onnx.js';
-import { f32Tensor, Graph } from '../../engine/backends/cpu/ort.js';
+import { f32Tensor, Graph, i64Tensor } from '../../engine/backends/cpu/ort.js';
 
 /** Random but well-formed blocks: random bytes with finite, moderate f16 super-scales. */
 const HALF_FIELDS: Partial<Record<GGMLType, number[]>> = {
@@ -87,7 +87,7 @@ function runMatmul(packedW: ReturnType<typeof packMatrix>, x: Float32Array, rows
   const xi = g.input('x', DT.FLOAT, ['n', packedW.k]);
   g.node('Identity', [emitMatmul(g, xi, packedW, bias, acc)], {}, { outputs: ['y'] });
   g.output('y', DT.FLOAT, ['n', packedW.n]);
-  const s = new Graph(g.build(), { threads: 1 });
+  const s = new Graph(g.build(), { threads: 1, externalData: g.externalData });
   const out = s.run({ x: f32Tensor(x, [rows, packedW.k]) }).y.data as Float32Array;
   s.dispose();
   return out;
@@ -123,11 +123,13 @@ function runUnary(build: (g: GraphBuilder, x: string, extra: string[]) => string
   const g = new GraphBuilder();
   const xi = g.input('x', DT.FLOAT, ['n', cols]);
   const ex = extras.map(([nm, , c]) => g.input(nm, DT.FLOAT, ['n', c]));
+  ex.push(g.input('pos', DT.INT64, [1, 'n']));
   g.node('Identity', [build(g, xi, ex)], {}, { outputs: ['y'] });
   g.output('y', DT.FLOAT, ['n', outCols]);
   const s = new Graph(g.build(), { threads: 1 });
   const feeds: Record<string, ReturnType<typeof f32Tensor>> = { x: f32Tensor(x, [rows, cols]) };
   for (const [nm, data, c] of extras) feeds[nm] = f32Tensor(data, [rows, c]);
+  feeds.pos = i64Tensor(BigInt64Array.from({ length: rows }, (_, i) => BigInt(i)), [1, rows]);
   const out = s.run(feeds).y.data as Float32Array;
   s.dispose();
   return out;
@@ -161,7 +163,7 @@ test('rope (norm and neox, full and partial rotary dims, mscale) matches ropeRef
           cos[r * (dims / 2) + i] = Math.cos(positions[r] * invFreq[i]) * cfg.mscale;
           sin[r * (dims / 2) + i] = Math.sin(positions[r] * invFreq[i]) * cfg.mscale;
         }
-      const got = runUnary((g, xi, [c, s]) => emitRope(g, xi, c, s, nHeads, headDim, dims, kind), x, rows, nHeads * headDim, [
+      const got = runUnary((g, xi, [c, s, pos]) => emitRope(g, xi, c, s, pos, nHeads, headDim, dims, kind), x, rows, nHeads * headDim, [
         ['cos', cos, dims / 2],
         ['sin', sin, dims / 2],
       ]);

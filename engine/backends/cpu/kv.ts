@@ -2,10 +2,11 @@
 // [nKVHeads, capacity, headDim], so each KV head's keys are a contiguous [tokens, headDim] slab that
 // attention passes to onnxruntime as a zero-copy view (a decode step copies no cache).
 //
-// Values are rounded to f16 on write by default (kv: 'f16'), as llama.cpp's default f16 cache stores
-// them, and kept in f32 arrays so MLAS reads them directly; 'f32' keeps full precision.
+// The step's graph writes the new rows straight into these views (onnxruntime outputs) and reads the
+// past through them (inputs). Values are rounded to f16 in the graph by default (kv: 'f16'), as
+// llama.cpp's default f16 cache stores them, and kept in f32 arrays so MLAS reads them directly
+// (2× llama.cpp's KV bytes; an f16 store would need a Cast of the whole past per step).
 
-import { f16ToF32, f32ToF16 } from '../../gguf/quant.js';
 import type { KVCache, KVCacheOptions } from '../../model/backend.js';
 
 export type KVPrecision = 'f16' | 'f32';
@@ -61,33 +62,6 @@ export class CpuKVCache implements KVCache {
     this.v[l] = v;
     this.kViews[l] = Array.from({ length: G }, (_, h) => k.subarray(h * cap * d, (h + 1) * cap * d));
     this.vViews[l] = Array.from({ length: G }, (_, h) => v.subarray(h * cap * d, (h + 1) * cap * d));
-  }
-
-  /** Writes n token rows of K and V ([n, nKVHeads·headDim], token-major, from row `row`) at position `pos`. */
-  write(l: number, k: Float32Array, v: Float32Array, row: number, n: number, pos: number): void {
-    const { nKVHeads: G, capacity: cap, headDim: d } = this.opts;
-    if (pos + n > cap) throw new Error(`sequence needs ${pos + n} tokens of KV, capacity is ${cap}`);
-    this.layer(l);
-    const K = this.k[l]!;
-    const V = this.v[l]!;
-    const round = this.precision === 'f16';
-    const rs = G * d;
-    for (let i = 0; i < n; i++) {
-      const src = (row + i) * rs;
-      for (let h = 0; h < G; h++) {
-        const dst = h * cap * d + (pos + i) * d;
-        const s = src + h * d;
-        if (round) {
-          for (let t = 0; t < d; t++) {
-            K[dst + t] = f16ToF32(f32ToF16(k[s + t]));
-            V[dst + t] = f16ToF32(f32ToF16(v[s + t]));
-          }
-        } else {
-          K.set(k.subarray(s, s + d), dst);
-          V.set(v.subarray(s, s + d), dst);
-        }
-      }
-    }
   }
 
   /** Per KV head, the layer's keys as [capacity, headDim] views. */

@@ -31,6 +31,8 @@ export class GraphBuilder {
   private inputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
   private outputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
   private n = 0;
+  /** Initializer bytes kept out of the protobuf (onnxruntime reads them from memory: no 2 GB limit, no copy into the model bytes). */
+  readonly externalData: { path: string; data: Uint8Array }[] = [];
 
   constructor(readonly name = 'g') {}
 
@@ -49,8 +51,27 @@ export class GraphBuilder {
     return name;
   }
 
-  /** An initializer (constant) from raw bytes of a typed array. */
-  init(name: string, type: DataType, dims: number[], data: ArrayBufferView): string {
+  /** An initializer (constant) from raw bytes of a typed array; `external` keeps the bytes out of the protobuf. */
+  init(name: string, type: DataType, dims: number[], data: ArrayBufferView, external = false): string {
+    if (external) {
+      const path = `${name}.bin`;
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      this.externalData.push({ path, data: bytes });
+      this.inits.push(
+        onnx.TensorProto.create({
+          name,
+          dataType: type,
+          dims,
+          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+          externalData: [
+            { key: 'location', value: path },
+            { key: 'offset', value: '0' },
+            { key: 'length', value: String(bytes.byteLength) },
+          ],
+        }),
+      );
+      return name;
+    }
     this.inits.push(
       onnx.TensorProto.create({
         name,

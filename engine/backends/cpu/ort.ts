@@ -52,6 +52,8 @@ export function ort(): OrtModules {
 export interface SessionConfig {
   /** Intra-op threads (default: the machine's cores). */
   threads?: number;
+  /** Initializer bytes referenced by the model as external files (GraphBuilder.externalData). */
+  externalData?: { path: string; data: Uint8Array }[];
 }
 
 export function defaultThreads(): number {
@@ -76,8 +78,21 @@ export class Graph {
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
-      // Spinning keeps the pool hot between the many short runs of a decode step.
-      extra: { session: { intra_op: { allow_spinning: '1' } } },
+      ...(cfg.externalData?.length ? { externalData: cfg.externalData } : {}),
+      // Many sessions (one per segment) each keeping an arena sized for its largest batch would hold
+      // GBs; measured: no arena costs nothing visible at decode and frees prefill temporaries.
+      enableCpuMemArena: process.env.REPOKV_ORT_ARENA === '1',
+      enableMemPattern: false,
+      // REPOKV_ORT_PROFILE=/path/prefix: onnxruntime's per-node profile, one JSON per session.
+      ...(process.env.REPOKV_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.REPOKV_ORT_PROFILE } : {}),
+      extra: {
+        session: {
+          // No spinning: each graph's pool sleeps between runs instead of competing for the cores
+          // with the next graph's (README: 76 ms vs 19–27 ms for 24 sessions). REPOKV_ORT_SPIN=1 to compare.
+          intra_op: { allow_spinning: process.env.REPOKV_ORT_SPIN ?? '0' },
+          force_spinning_stop: '1',
+        },
+      },
     } as InferenceSession.SessionOptions);
     this.inputNames = this.s.inputMetadata.map((m) => m.name);
     this.outputNames = this.s.outputMetadata.map((m) => m.name);
@@ -89,7 +104,13 @@ export class Graph {
     return this.s.run(feeds, f, {});
   }
 
+  /** Ends profiling (REPOKV_ORT_PROFILE) so the JSON file is written. */
+  endProfiling(): void {
+    (this.s as unknown as { endProfiling(): void }).endProfiling();
+  }
+
   dispose(): void {
+    if (process.env.REPOKV_ORT_PROFILE) this.endProfiling();
     this.s.dispose();
   }
 }

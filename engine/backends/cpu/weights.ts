@@ -339,6 +339,46 @@ function packNBits(type: GGMLType, L: AffineLayout, src: Uint8Array, k: number, 
   return { kind: 'nbits', k, n, bits: L.bits, block: L.sub, q, scales, corr: anyCorr ? corr : undefined };
 }
 
+/** Stacks matrices of one layout along n (their outputs side by side): q/k/v or gate/up as one product. */
+export function concatMatrices(ms: PackedMatrix[]): PackedMatrix {
+  const k = ms[0].k;
+  const n = ms.reduce((s, m) => s + m.n, 0);
+  if (ms.some((m) => m.k !== k || m.kind !== ms[0].kind)) throw new Error('concatMatrices: different shapes or kinds');
+  const cat = <T extends Float32Array | Uint8Array>(parts: T[], make: (len: number) => T): T => {
+    const out = make(parts.reduce((s, p) => s + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  };
+  if (ms[0].kind === 'f32') return { kind: 'f32', k, n, w: cat(ms.map((m) => (m as F32Matrix).w), (l) => new Float32Array(l)) };
+  const nb = ms as NBitsMatrix[];
+  const { bits, block } = nb[0];
+  if (nb.some((m) => m.bits !== bits || m.block !== block)) throw new Error('concatMatrices: different MatMulNBits layouts');
+  let corr: Float32Array | undefined;
+  if (nb.some((m) => m.corr)) {
+    const kb = k / block;
+    corr = new Float32Array(kb * n);
+    let o = 0;
+    for (const m of nb) {
+      if (m.corr) for (let b = 0; b < kb; b++) corr.set(m.corr.subarray(b * m.n, (b + 1) * m.n), b * n + o);
+      o += m.n;
+    }
+  }
+  return {
+    kind: 'nbits',
+    k,
+    n,
+    bits,
+    block,
+    q: cat(nb.map((m) => m.q), (l) => new Uint8Array(l)),
+    scales: cat(nb.map((m) => m.scales), (l) => new Float32Array(l)),
+    corr,
+  };
+}
+
 /** The f32 matrix [n, k] a packed matrix stands for (tests: compare with quant.ts's dequantize). */
 export function unpackMatrix(m: PackedMatrix): Float32Array {
   if (m.kind === 'f32') return m.w;
