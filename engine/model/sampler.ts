@@ -1,6 +1,10 @@
 // Token sampling on the host: greedy, temperature, top-k, top-p, with a seeded generator so a given
 // seed reproduces a run. Greedy picks the lowest id among equal maxima (as llama.cpp's greedy does).
 
+import { Rng } from './rng.js';
+
+export { Rng };
+
 export interface SamplingOptions {
   /** 0 = greedy. */
   temperature?: number;
@@ -9,47 +13,6 @@ export interface SamplingOptions {
   /** 1 = off. */
   topP?: number;
   seed?: number;
-}
-
-/** xoshiro128** seeded through splitmix32: small, fast, reproducible across platforms. */
-export class Rng {
-  private s = new Uint32Array(4);
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-  }
-  nextU32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
-    const t = (s[1] << 9) >>> 0;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  }
-  /** Uniform in [0, 1). */
-  next(): number {
-    return this.nextU32() / 4294967296;
-  }
-  /** Standard normal (Box-Muller). */
-  normal(): number {
-    const u = 1 - this.next();
-    const v = this.next();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 export function argmax(logits: Float32Array, offset = 0, n = logits.length - offset): number {
@@ -101,7 +64,7 @@ export class Sampler {
       p.length = cut;
       sum = p.reduce((a, b) => a + b, 0);
     }
-    let r = this.rng.next() * sum;
+    let r = this.rng.uniform() * sum;
     for (let i = 0; i < ids.length; i++) {
       r -= p[i];
       if (r <= 0) return ids[i];
