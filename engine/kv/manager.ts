@@ -249,7 +249,13 @@ export class KVCacheManager {
   }
 
   private async allocatePage(): Promise<number> {
-    const a = this.bm.allocate();
+    let a = this.bm.allocate();
+    // Pages being read for the disk cache are pinned until their read completes; on a GPU backend that
+    // is a readback still in flight, so wait for those before calling the budget taken.
+    while (!a && this.pendingReads.size > 0) {
+      await Promise.allSettled([...this.pendingReads]);
+      a = this.bm.allocate();
+    }
     if (!a) {
       const mib = (this.pool.nPages * this.pool.pageBytes) / 2 ** 20;
       throw new UserError(

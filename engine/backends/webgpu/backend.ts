@@ -13,9 +13,10 @@ import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { GGMLType, typeName } from '../../gguf/types.js';
 import { canDequantize, dequantize } from '../../gguf/quant.js';
 import { UserError } from '../../errors.js';
-import type { Act, AttentionParams, Backend, BackendInfo, KVCache, KVCacheOptions, RopeConfig, SeqSlice, Weight } from '../../model/backend.js';
+import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
 import { createGpuContext, limitsObject, type DeviceOptions, type GpuContext } from './device.js';
 import { PipelineCache, type Defines } from './kernels.js';
+import { ATTENTION_OTHER_BINDINGS, GpuKVPool, MAX_ARENAS, type KVPoolHost } from './kv-pool.js';
 import { KERNEL_TYPES, rowLayout, rowsPerChunk } from './weights.js';
 
 export interface WebGPUBackendOptions extends DeviceOptions {
@@ -118,7 +119,7 @@ function bucket(bytes: number): number {
 const ARENA_BYTES = 256 * 1024;
 const PARAM_BYTES = 64; // every kernel's Params struct is ≤ 16 words
 
-export class WebGPUBackend implements Backend {
+export class WebGPUBackend implements Backend, KVPoolHost {
   readonly info: BackendInfo;
   readonly device: GPUDevice;
   readonly pipelines: PipelineCache;
@@ -350,6 +351,16 @@ export class WebGPUBackend implements Backend {
     return new GpuKVCache(opts, k, v, this.kvF16);
   }
 
+  /** A pool of KV pages in GPU memory (kv-pool.ts): the engine then runs every sequence paged. */
+  createKVPool(opts: KVPoolOptions): KVPool {
+    return new GpuKVPool(this, opts, this.maxArenas());
+  }
+
+  /** Arena buffers one attention dispatch may bind beside its other storage buffers. */
+  maxArenas(): number {
+    return Math.max(1, Math.min(MAX_ARENAS, this.device.limits.maxStorageBuffersPerShaderStage - ATTENTION_OTHER_BINDINGS));
+  }
+
   embed(table: Weight, tokens: Int32Array): Act {
     const w = table as GpuWeight;
     const cols = w.k;
@@ -459,36 +470,64 @@ export class WebGPUBackend implements Backend {
     while (BK > 4 && (BK * HD + 16 * BK * 4) * 4 > wgMem) BK /= 2;
     const CHUNK = this.decodeChunk;
     for (const s of seqs) {
-      const kv = s.kv as GpuKVCache;
-      if (!(kv instanceof GpuKVCache)) throw new Error('attention: KV cache of another backend');
-      if (kv.rowSize !== kvStride) throw new Error('attention: KV cache shape does not match the model');
-      if (s.pos + s.n > kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${kv.capacity}`);
       if (s.n === 0) continue;
-      const defs: Defines = { HD, BK, CHUNK, KVF16: kv.f16 };
       const nKeys = s.pos + s.n;
       const total = s.n * kvStride;
-      const g = this.grid2(kv.f16 ? total / 2 : total, 256);
       const base = [s.n, s.row, qStride, kvStride, group, s.pos, nKeys, f32(p.scale), Q.rows, p.nHeads];
-      this.dispatch('attention.wgsl', 'kv_write', defs, [...base, 0, g.gx, total, 0, 0, 0], {
-        1: this.bind(K),
-        2: this.bind(V),
-        3: kv.k[p.layer],
-        4: kv.v[p.layer],
-      }, [g.gx, g.gy]);
+      // Where this sequence's K/V live: the contiguous cache's two buffers, or the pool's arenas
+      // addressed through the page table (three more parameter words: pages per arena, values per
+      // page, this layer's offset in a page).
+      let defs: Defines;
+      let f16: boolean;
+      let write: Record<number, Binding>;
+      let read: Record<number, Binding>;
+      let paging: number[];
+      const kvAny = s.kv;
+      if (isPagedKV(kvAny)) {
+        const pool = kvAny.pool as GpuKVPool;
+        if (!(pool instanceof GpuKVPool) || pool.host !== this) throw new Error('attention: paged KV of another backend');
+        if (pool.rowSize !== kvStride || pool.opts.headDim !== HD) throw new Error('attention: KV pool shape does not match the model');
+        if (p.layer >= pool.opts.nLayers) throw new Error(`attention: layer ${p.layer} of a KV pool of ${pool.opts.nLayers} layers`);
+        const ps = pool.opts.pageSize;
+        if (ps % BK !== 0) throw new Error(`attention: page size ${ps} is not a multiple of the key tile ${BK}`);
+        if (nKeys > kvAny.pageTable.length * ps) throw new Error(`sequence needs ${nKeys} tokens of KV but its page table covers ${kvAny.pageTable.length * ps}`);
+        const pt = pool.pageTable(kvAny);
+        f16 = pool.f16;
+        defs = { HD, BK, CHUNK, KVF16: f16, PAGED: true, PAGE: ps };
+        const arenas: Record<number, Binding> = { 14: pt };
+        pool.arenas.forEach((b, i) => {
+          arenas[20 + i] = b;
+          if (i > 0) defs[`AR${i + 1}`] = true;
+        });
+        write = arenas;
+        read = arenas;
+        paging = [pool.pagesPerArena, pool.pageVals, p.layer * 2 * ps * kvStride];
+      } else {
+        const kv = kvAny as GpuKVCache;
+        if (!(kv instanceof GpuKVCache)) throw new Error('attention: KV cache of another backend');
+        if (kv.rowSize !== kvStride) throw new Error('attention: KV cache shape does not match the model');
+        if (nKeys > kv.capacity) throw new Error(`sequence needs ${nKeys} tokens of KV, capacity is ${kv.capacity}`);
+        f16 = kv.f16;
+        defs = { HD, BK, CHUNK, KVF16: f16 };
+        write = { 3: kv.k[p.layer], 4: kv.v[p.layer] };
+        read = { 6: kv.k[p.layer], 7: kv.v[p.layer] };
+        paging = [0, 0, 0];
+      }
+      const g = this.grid2(f16 ? total / 2 : total, 256);
+      this.dispatch('attention.wgsl', 'kv_write', defs, [...base, 0, g.gx, total, ...paging], { 1: this.bind(K), 2: this.bind(V), ...write }, [g.gx, g.gy]);
       if (s.n <= this.decodeMaxRows) {
         const nSplits = Math.ceil(nKeys / CHUNK);
         const po = this.acquire(s.n * p.nHeads * nSplits * HD * 4, 'attn partial o');
         const pml = this.acquire(s.n * p.nHeads * nSplits * 2 * 4, 'attn partial m,l');
-        const prm = [...base, nSplits, 0, 0, 0, 0, 0];
-        this.dispatch('attention.wgsl', 'decode_split', defs, prm, { 5: this.bind(Q), 6: kv.k[p.layer], 7: kv.v[p.layer], 10: po, 11: pml }, [nSplits, p.nHeads, s.n]);
-        this.dispatch('attention.wgsl', 'decode_merge', defs, prm, { 12: po, 13: pml, 8: this.bind(out), 9: this.bind(lse) }, [p.nHeads, s.n]);
+        const prm = [...base, nSplits, 0, 0, ...paging];
+        this.dispatch('attention.wgsl', 'decode_split', defs, prm, { 5: this.bind(Q), ...read, 10: po, 11: pml }, [nSplits, p.nHeads, s.n]);
+        this.dispatch('attention.wgsl', 'decode_merge', { HD, BK, CHUNK }, prm, { 12: po, 13: pml, 8: this.bind(out), 9: this.bind(lse) }, [p.nHeads, s.n]);
         this.recycle(po);
         this.recycle(pml);
       } else {
-        this.dispatch('attention.wgsl', 'flash', defs, [...base, 0, 0, 0, 0, 0, 0], {
+        this.dispatch('attention.wgsl', 'flash', defs, [...base, 0, 0, 0, ...paging], {
           5: this.bind(Q),
-          6: kv.k[p.layer],
-          7: kv.v[p.layer],
+          ...read,
           8: this.bind(out),
           9: this.bind(lse),
         }, [Math.ceil(s.n / 16), p.nHeads]);
@@ -553,11 +592,16 @@ export class WebGPUBackend implements Backend {
     return new Float32Array(await this.readBuffer(a.buf, a.rows * a.cols * 4));
   }
 
-  private async readBuffer(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  private readBuffer(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    return this.readRange(src, 0, bytes);
+  }
+
+  /** Bytes [offset, offset + bytes) of a buffer, after all queued work (offset a multiple of 4). */
+  async readRange(src: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
     const size = bucket(Math.max(16, Math.ceil(bytes / 4) * 4));
     const staging = this.readPool.get(size)?.pop() ?? this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
     const n = Math.ceil(bytes / 4) * 4;
-    this.flush((enc) => enc.copyBufferToBuffer(src, 0, staging, 0, n));
+    this.flush((enc) => enc.copyBufferToBuffer(src, offset, staging, 0, n));
     await staging.mapAsync(GPUMapMode.READ, 0, n);
     const out = staging.getMappedRange(0, n).slice(0, bytes);
     staging.unmap();
@@ -590,6 +634,18 @@ export class WebGPUBackend implements Backend {
     }
     this.uploads = [];
     this.ropeTables = new WeakMap();
+  }
+
+  /** Submits the recorded work now (KV pool: a queue.writeBuffer after it lands after that work). */
+  flushRecorded(): void {
+    this.flush();
+  }
+
+  /** Records a copy of `words` u32 words into the step's pass (ordered with the dispatches around it). */
+  recordCopyWords(src: GPUBuffer, srcWord: number, dst: GPUBuffer, dstWord: number, words: number): void {
+    const { gx, gy } = this.grid2(words, 256);
+    if (src === dst) this.dispatch('kvpage.wgsl', 'copy_within', {}, [words, srcWord, dstWord, gx], { 1: src }, [gx, gy]);
+    else this.dispatch('kvpage.wgsl', 'copy_across', {}, [words, srcWord, dstWord, gx], { 2: src, 3: dst }, [gx, gy]);
   }
 
   /** Waits until the GPU has finished everything submitted. */
