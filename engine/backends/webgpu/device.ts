@@ -3,12 +3,16 @@
 // - Requests `shader-f16` and `subgroups` when the adapter offers them and runs without them when not
 //   (every kernel has a workgroup-memory reduction path; weights in f16 are decoded from u32 words with
 //   unpack2x16float, so f16 storage never needs the feature).
-// - Requests the adapter's own limits: WebGPU hands out the spec defaults (16 KiB workgroup memory,
-//   128 MiB bindings) unless asked for more (ggml and tinygrad do the same).
+// - Requests only the limits the kernels are sized by, at the adapter's values where they exceed the
+//   WebGPU defaults (which are 16 KiB workgroup memory, 128 MiB bindings, 256 MiB buffers, 8 storage
+//   buffers per stage): NEEDED_LIMITS. Everything else stays at the defaults.
+// - Dawn's start-up notices about clamped driver limits are kept off stderr (quiet-stderr.ts explains
+//   their cause: adapter enumeration, not the limits a device requests).
 // - Subgroup size is read from the adapter, never assumed: lavapipe runs 8 lanes on AVX2 hosts.
 
 import { create, globals } from 'webgpu';
 import { UserError } from '../../errors.js';
+import { quietNativeStderr } from './quiet-stderr.js';
 
 export interface AdapterFacts {
   vendor: string;
@@ -62,11 +66,18 @@ export function gpu(): GPU {
 export const NO_ADAPTER_MESSAGE =
   'No WebGPU adapter was found: install a Vulkan driver (for example Mesa\'s mesa-vulkan-drivers; on a machine without a GPU, or on CI, run scripts/setup-vulkan.sh to install the software one, lavapipe).';
 
+const enumerated = new WeakSet<GPU>();
+
 /** The adapter (a UserError naming the fix when there is none). `from` is another Dawn instance, for tests. */
 export async function requestAdapter(from: GPU = gpu()): Promise<GPUAdapter> {
   let adapter: GPUAdapter | null = null;
   try {
-    adapter = await from.requestAdapter({ powerPreference: 'high-performance' });
+    const ask = () => from.requestAdapter({ powerPreference: 'high-performance' });
+    // An instance enumerates its adapters (and prints Dawn's limit notices) in the synchronous part
+    // of its first requestAdapter call.
+    const pending = enumerated.has(from) ? ask() : quietNativeStderr(ask);
+    enumerated.add(from);
+    adapter = await pending;
   } catch {
     adapter = null;
   }
@@ -109,6 +120,27 @@ export function limitsObject(l: GPUSupportedLimits): Record<string, number> {
   return o;
 }
 
+/**
+ * The limits the backend is sized by, and why; each is requested at the adapter's value (capped where
+ * more buys nothing) when that exceeds the WebGPU default.
+ */
+export const NEEDED_LIMITS: Record<string, { cap?: number; why: string }> = {
+  maxBufferSize: { why: 'weights, KV arenas and activations larger than 256 MiB' },
+  maxStorageBufferBindingSize: { why: 'one binding per weight chunk, KV arena or activation (past it tensors are split)' },
+  maxComputeWorkgroupStorageSize: { cap: 32768, why: 'flash attention key tiles of 32 keys at head dim 128' },
+  maxStorageBuffersPerShaderStage: { cap: 12, why: 'paged attention binds up to 8 KV arenas beside q, out, lse and the page table' },
+};
+
+export function neededLimits(adapterLimits: GPUSupportedLimits): Record<string, number> {
+  const out: Record<string, number> = {};
+  const lim = adapterLimits as unknown as Record<string, number>;
+  for (const [k, { cap }] of Object.entries(NEEDED_LIMITS)) {
+    const v = Math.min(lim[k], cap ?? Infinity);
+    if (Number.isFinite(v) && v > 0) out[k] = v;
+  }
+  return out;
+}
+
 export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuContext> {
   const adapter = await requestAdapter();
   const facts = adapterFacts(adapter);
@@ -122,11 +154,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   if (useF16) want.push('shader-f16');
   if (useSub) want.push('subgroups');
   if (adapter.features.has('timestamp-query')) want.push('timestamp-query');
-  const requiredLimits: Record<string, number> = {};
-  for (const k of REPORTED_LIMITS) {
-    if (k.startsWith('min')) continue; // alignments: keep the defaults (requesting a smaller one is allowed but not needed)
-    requiredLimits[k] = (adapter.limits as unknown as Record<string, number>)[k];
-  }
+  const requiredLimits = neededLimits(adapter.limits);
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ requiredFeatures: want, requiredLimits });
