@@ -11,6 +11,7 @@ import {
   buildDocument,
   updateDocument,
   walkRepository,
+  refreshWalk,
   manifestOf,
   type DocumentManifest,
   type Invalidation,
@@ -28,6 +29,10 @@ export interface RepoContextOptions {
   stateDir?: string;
   /** Distinguishes manifests of different models (token counts differ by tokenizer). */
   modelKey?: string;
+  /** With `changed`: refresh this earlier context's walk, re-reading only the changed paths (refreshWalk). */
+  previous?: RepoContext;
+  /** Absolute paths created, changed or deleted since `previous` (e.g. from an editor's file watcher). */
+  changed?: Iterable<string>;
 }
 
 export interface RepoContextStats {
@@ -60,7 +65,7 @@ export class RepoContext {
   static async open(rootsIn: string[], tokenizer: Tokenizer, opts: RepoContextOptions = {}): Promise<RepoContext> {
     const roots = rootsIn.map((r) => resolve(r));
     const t0 = performance.now();
-    const walk = await walkRepository(roots, opts.walk);
+    const walk = opts.previous && opts.changed ? await refreshWalk(opts.previous.walk, opts.changed) : await walkRepository(roots, opts.walk);
     const t1 = performance.now();
     // Tokens are counted by the real tokenizer, segment by segment, so budgets and offsets are exact.
     const cache = new Map<string, Int32Array>();

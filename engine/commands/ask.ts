@@ -5,13 +5,10 @@
 // this or a later process, recomputes only what changed and the new question.
 
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { Engine, type BackendChoice } from '../engine.js';
+import type { BackendChoice } from '../engine.js';
 import { UserError } from '../errors.js';
 import { cacheDir } from '../paths.js';
-import { BUILTIN_MODEL_NOTICE, resolveModel } from '../model/default-model.js';
-import { RepoContext } from '../assistant/repo-context.js';
-import { repoPromptTokens, SessionStore } from '../assistant/conversation.js';
+import { AssistantService } from '../assistant/service.js';
 import { flagNumber, flagString, parseArgs } from './args.js';
 
 const USAGE = `usage: repokv ask <folder...> "question" [options]
@@ -37,94 +34,54 @@ export async function run(args: string[]): Promise<number> {
     if (!statSync(r).isDirectory()) throw new UserError(`"${r}" is not a folder`);
   }
   const json = p.flags.has('json');
-  const resolved = resolveModel(flagString(p, 'model'));
-  if (resolved.builtin) console.error(BUILTIN_MODEL_NOTICE);
   const maxTokens = flagNumber(p, 'max-tokens', 256);
   const t0 = performance.now();
-  const base = cacheDir();
-  const engine = await Engine.load({
-    model: resolved.path,
+  const service = new AssistantService({
+    cacheDir: cacheDir(),
+    model: flagString(p, 'model'),
     backend: (flagString(p, 'backend') ?? 'auto') as BackendChoice,
     contextSize: p.flags.has('ctx') ? flagNumber(p, 'ctx', 8192) : 32768,
-    kv: { cacheDir: join(base, 'kv') },
   });
+  const model = service.model();
+  if (model.notice) console.error(model.notice);
   try {
+    await service.loadEngine();
     const tLoad = performance.now();
-    const store = new SessionStore(join(base, 'sessions'));
-    const sid = flagString(p, 'session');
-    const session = (sid && store.load(sid)) || store.create(roots, sid);
-    const template = engine.chatTemplate;
-    if (!template) throw new UserError(`${resolved.path}: the model has no chat template; use an instruct/chat model`);
-
-    // The repository gets a fixed share of the context, the same on every turn (a budget that moved
-    // with the conversation would change the document, and with it every cached page); the rest is
-    // the conversation's: earlier turns, the question and the answer.
-    const conversationShare = Math.min(8192, Math.max(1024, Math.floor(engine.contextSize / 4)));
-    const budget = engine.contextSize - conversationShare;
-    const repo = await RepoContext.open(roots, engine.tokenizer, {
-      budgetTokens: budget,
-      stateDir: join(base, 'contexts'),
-      modelKey: engine.modelPath,
-    });
-    if (!json) {
-      const s = repo.stats;
-      const inv = s.invalidation;
-      console.error(
-        `repokv: ${s.files} files (${s.excluded} left out), ${s.tokens} tokens` +
-          (inv ? `; ${inv.unchanged ? 'unchanged since last run' : `changed from ${inv.path ?? 'the start'} on (${inv.recomputedTokens} tokens to recompute)`}` : '; first run'),
-      );
-    }
-    const prompt = repoPromptTokens(template, engine.tokenizer, repo.segmentTokens, session.turns, question);
-    if (prompt.length + maxTokens > engine.contextSize) {
-      throw new UserError(`session ${session.id} has outgrown the context (${prompt.length} prompt tokens + ${maxTokens} for the answer > ${engine.contextSize}); start a new session or raise --ctx`);
-    }
-    const seq = engine.createSequence(Math.min(engine.contextSize, prompt.length + maxTokens + 1));
     const ac = new AbortController();
     process.once('SIGINT', () => ac.abort());
     let lastProgress = 0;
-    const logits = await engine.prefill(seq, prompt, {
+    const { answer, status: m } = await service.ask({
+      question,
+      sessionId: flagString(p, 'session'),
+      roots,
+      maxTokens,
+      temperature: flagNumber(p, 'temperature', 0),
       signal: ac.signal,
-      onProgress: (done, total) => {
+      onContext: (s) => {
+        if (json) return;
+        const inv = s.invalidation;
+        console.error(
+          `repokv: ${s.files} files (${s.excluded} left out), ${s.tokens} tokens` +
+            (inv ? `; ${inv.unchanged ? 'unchanged since last run' : `changed from ${inv.path ?? 'the start'} on (${inv.recomputedTokens} tokens to recompute)`}` : '; first run'),
+        );
+      },
+      onProgress: (pr) => {
         const now = performance.now();
-        if (!json && process.stderr.isTTY && now - lastProgress > 250) {
+        if (pr.stage === 'prefill' && !json && process.stderr.isTTY && now - lastProgress > 250) {
           lastProgress = now;
-          process.stderr.write(`\rprefill ${done}/${total} tokens`);
+          process.stderr.write(`\rprefill ${pr.done}/${pr.total} tokens`);
         }
       },
+      onToken: (text) => {
+        if (lastProgress && !json && process.stderr.isTTY) {
+          process.stderr.write('\r\x1b[K');
+          lastProgress = 0;
+        }
+        if (!json) process.stdout.write(text);
+      },
     });
-    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    const tPrefill = performance.now();
-    const report = seq.lastPrefill;
-    const gen = engine.generate(seq, logits, { maxTokens, temperature: flagNumber(p, 'temperature', 0), signal: ac.signal });
-    let r = await gen.next();
-    let tFirst = 0;
-    while (!r.done) {
-      if (!tFirst) tFirst = performance.now();
-      if (!json) process.stdout.write(r.value.text);
-      r = await gen.next();
-    }
-    const tEnd = performance.now();
-    const result = r.value;
-    session.turns.push({ role: 'user', content: question }, { role: 'assistant', content: result.text, tokens: result.tokens });
-    if (!session.title) session.title = question.slice(0, 80);
-    store.save(session);
-    await engine.flushCache();
-    const m = {
-      session: session.id,
-      backend: engine.backend.info.name,
-      promptTokens: prompt.length,
-      cachedTokens: report?.cachedTokens ?? 0,
-      computedTokens: report?.computedTokens ?? prompt.length,
-      repoTokens: repo.stats.tokens,
-      files: repo.stats.files,
-      loadMs: Math.round(tLoad - t0),
-      prefillMs: Math.round(tPrefill - tLoad),
-      timeToFirstTokenMs: Math.round((tFirst || tEnd) - tLoad),
-      answerTokens: result.tokens.length,
-      tokensPerSecond: result.tokens.length > 1 && tFirst ? (result.tokens.length - 1) / ((tEnd - tFirst) / 1000) : null,
-      stopReason: result.stopReason,
-    };
-    if (json) console.log(JSON.stringify({ answer: result.text, ...m }));
+    const out = { session: m.session, backend: m.backend, promptTokens: m.promptTokens, cachedTokens: m.cachedTokens, computedTokens: m.computedTokens, repoTokens: m.repoTokens, files: m.files, loadMs: Math.round(tLoad - t0), prefillMs: m.prefillMs, timeToFirstTokenMs: m.timeToFirstTokenMs, answerTokens: m.answerTokens, tokensPerSecond: m.tokensPerSecond, stopReason: m.stopReason };
+    if (json) console.log(JSON.stringify({ answer, ...out }));
     else {
       process.stdout.write('\n');
       console.error(
@@ -135,6 +92,6 @@ export async function run(args: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    await engine.close();
+    await service.close();
   }
 }
