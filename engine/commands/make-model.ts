@@ -16,8 +16,14 @@ import {
   type WeightTypeName,
 } from '../model/synthetic.js';
 import { typeName } from '../gguf/types.js';
+import { INDUCTION, planInductionModel, writeInductionModel } from '../model/induction.js';
+import type { ParsedArgs } from './args.js';
 
 const USAGE = `usage: repokv make-model --arch llama|qwen2|qwen3 --out FILE [options]
+       repokv make-model --preset induction --out FILE [--seed N] [--ctx N] [--json]
+  --preset induction           the constructed 2-layer qwen2 model of the fidelity harness: dense
+                               attention provably copies a string from anywhere in the context
+                               (engine/model/induction.ts); F32, the synthetic qwen2 tokenizer
   --size tiny|small|qwen0.5b   shape preset (default tiny); the options below override it:
     --layers N --embd N --heads N --kv-heads N --ff N --head-dim N --ctx N --vocab N (needs --tokenizer none)
   --type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k   type of the 2-D weights (default f16; norms stay f32)
@@ -42,6 +48,7 @@ export async function run(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (p.flags.has('preset')) return runPreset(p);
   const known = new Set(['arch', 'size', 'type', 'q4km', 'tied', 'untied', 'seed', 'out', 'tokenizer', 'ctx', 'layers', 'embd', 'heads', 'kv-heads', 'ff', 'vocab', 'head-dim', 'json', 'help']);
   for (const k of p.flags.keys()) if (!known.has(k)) throw new UserError(`unknown option --${k} (see repokv make-model --help)`);
   if (p.positional.length) throw new UserError(`unexpected argument "${p.positional[0]}" (see repokv make-model --help)`);
@@ -111,6 +118,55 @@ export async function run(args: string[]): Promise<number> {
   else {
     const typesText = [...types].map(([k, v]) => `${v} ${k}`).join(', ');
     console.log(`wrote ${out}: ${arch} ${size}, ${(plan.nParams / 1e6).toFixed(2)}M parameters, ${(bytes / 2 ** 20).toFixed(1)} MiB (${typesText}), vocab ${plan.nVocab} (${tokenizer}), seed ${seed}`);
+  }
+  return 0;
+}
+
+/** `--preset induction`: the constructed model of the fidelity harness (issue 7). */
+function runPreset(p: ParsedArgs): number {
+  for (const k of p.flags.keys()) if (!['preset', 'out', 'seed', 'ctx', 'json'].includes(k)) throw new UserError(`option --${k} does not apply to --preset induction (it takes --out, --seed, --ctx, --json)`);
+  const preset = flagString(p, 'preset');
+  if (preset !== 'induction') throw new UserError(`option --preset must be "induction", got "${preset}"`);
+  const out = flagString(p, 'out');
+  if (!out) throw new UserError('option --out FILE is required');
+  const seed = flagNumber(p, 'seed', 1);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`option --seed must be a whole number from 0 to 4294967295, got ${seed}`);
+  const ctx = flagNumber(p, 'ctx', INDUCTION.contextLength);
+  if (!Number.isInteger(ctx) || ctx < 64 || ctx > INDUCTION.contextLength) throw new UserError(`option --ctx must be a whole number from 64 to ${INDUCTION.contextLength}, got ${ctx}`);
+  const t0 = performance.now();
+  const plan = planInductionModel({ seed, contextLength: ctx });
+  try {
+    writeInductionModel(out, plan);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === 'ENOTDIR') throw new UserError(`cannot write ${out} (${code}); check that its folder exists and is writable`);
+    if (/disk is full/.test((e as Error).message)) throw new UserError((e as Error).message);
+    throw e;
+  }
+  const bytes = statSync(out).size;
+  const m = plan.margins;
+  const r = (x: number) => Number(x.toFixed(4));
+  const summary = {
+    file: out,
+    preset: 'induction',
+    arch: 'qwen2',
+    seed,
+    ctx,
+    vocab: plan.nVocab,
+    bytes,
+    margins: { layer0: r(m.margin0), layer1: r(m.margin1), output: r(m.marginOut) },
+    gap0: r(m.gap0),
+    gap0At: m.gap0At,
+    codeCoherence: r(m.codeCoherence),
+    maxContentAngle: r(m.maxContentAngle),
+    seconds: Number(((performance.now() - t0) / 1000).toFixed(2)),
+  };
+  if (p.flags.has('json')) console.log(JSON.stringify(summary));
+  else {
+    console.log(
+      `wrote ${out}: induction model (qwen2, 2 layers, F32), ${(bytes / 2 ** 20).toFixed(1)} MiB, context ${ctx}, seed ${seed}; ` +
+        `logit margins: previous-token heads ${m.margin0.toFixed(1)}, induction head ${m.margin1.toFixed(1)}, output ${m.marginOut.toFixed(1)}`,
+    );
   }
   return 0;
 }
