@@ -17,11 +17,11 @@
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize, dequantizeInto } from '../../gguf/quant.js';
 import { TYPE_TRAITS, typeName } from '../../gguf/types.js';
-import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
-import { CpuKVCache, type KVPrecision } from './kv.js';
+import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { CpuKVCache, CpuKVPool, kvRuns, kvStoreOf, kvValueBytes, newKVArray, type KVArray, type KVPrecision, type KVRun, type KVStore } from './kv.js';
 import { DT, GraphBuilder } from './onnx.js';
 import { ACCURACY_INT8, emitAdd, emitAttention, emitMatmul, emitRmsNorm, emitRope, emitSiluMul } from './ops.js';
-import { defaultThreads, f32Tensor, Graph, i64Tensor, ort, type SessionConfig } from './ort.js';
+import { defaultThreads, f32Tensor, Graph, i64Tensor, kvTensor, ort, type SessionConfig } from './ort.js';
 import { canPack, concatMatrices, packedBytes, packMatrix, supportedTypes, type PackedMatrix, type Precision } from './weights.js';
 import { cpuDeviceName } from './doctor.js';
 
@@ -36,6 +36,12 @@ export interface CpuBackendOptions {
   maxRows?: number;
   /** Attention score budget per run, in floats (heads × rows × keys); long prefills run in row slices. */
   scoreFloats?: number;
+  /**
+   * Batched steps: sequences whose cached keys are not one shared run are gathered (copied) for the
+   * step; up to this many bytes per run are gathered rather than running the weights once more for
+   * another group (default: ⅛ of the resident weights, at least 8 MiB).
+   */
+  gatherBytes?: number;
 }
 
 interface CpuWeight extends Weight {
@@ -124,6 +130,68 @@ class RopeTable {
   }
 }
 
+/** A sequence's rows in an attention run: `n` rows from batch row `row`, after `past` cached tokens. */
+interface Member {
+  kv: KVCache;
+  row: number;
+  n: number;
+  past: number;
+}
+
+/** Where a run's cached keys come from (emitAttention's parts A and B). */
+interface KVPlan {
+  /** Part A: one run of rows of a block that every member attends to entirely (null: a placeholder). */
+  a: { store: KVStore; block: number; row: number; n: number } | null;
+  /** Per member: its store and other cached tokens, gathered into part B at columns [at, at + n). */
+  b: { store: KVStore; runs: KVRun[]; at: number; n: number }[];
+  nb: number;
+}
+
+/** One run of the step graph: rows [r0, r1) of the batch, and with attention its sequences. */
+interface AttRun {
+  r0: number;
+  r1: number;
+  members: Member[];
+  plan: KVPlan | null;
+}
+
+/**
+ * Parts A and B for a run. One sequence: A is its longest run of consecutive rows (all of its past,
+ * usually), B the rest. Several: A is their common prefix when they share its pages (sessions on one
+ * repository prefix), B everything else, each sequence seeing only its own columns of B.
+ */
+function planKV(members: Member[]): KVPlan {
+  if (members.length === 1) {
+    const store = kvStoreOf(members[0].kv)!;
+    const m = members[0];
+    const runs = kvRuns(m.kv, 0, m.past);
+    let best = -1;
+    runs.forEach((r, i) => {
+      if (best < 0 || r.n > runs[best].n) best = i;
+    });
+    const rest = runs.filter((_, i) => i !== best);
+    const nb = rest.reduce((t, r) => t + r.n, 0);
+    const a = best >= 0 ? { store, block: runs[best].block, row: runs[best].row, n: runs[best].n } : null;
+    return { a, b: [{ store, runs: rest, at: 0, n: nb }], nb };
+  }
+  const stores = members.map((m) => kvStoreOf(m.kv)!);
+  const firsts = members.map((m) => (m.past > 0 ? kvRuns(m.kv, 0, m.past)[0] : null));
+  const f0 = firsts[0];
+  const a =
+    f0 && firsts.every((f, i) => f && stores[i] === stores[0] && f.block === f0.block && f.row === f0.row)
+      ? { store: stores[0], block: f0.block, row: f0.row, n: Math.min(...firsts.map((f) => f!.n)) }
+      : null;
+  let at = 0;
+  const b = members.map((m, i) => {
+    const runs = kvRuns(m.kv, a?.n ?? 0, m.past);
+    const n = runs.reduce((t, r) => t + r.n, 0);
+    const part = { store: stores[i], runs, at, n };
+    at += n;
+    return part;
+  });
+  return { a, b, nb: at };
+}
+
 interface Segment {
   graph: Graph;
   /** Graph output name of each node (by position in the segment). */
@@ -134,9 +202,10 @@ export class CpuBackend implements Backend {
   readonly info: BackendInfo;
   private readonly threads: number;
   private readonly precision: Precision;
-  private readonly kvPrecision: KVPrecision;
+  private kvPrecision: KVPrecision;
   private readonly maxRows: number;
   private readonly scoreFloats: number;
+  private readonly gatherBytesOpt: number | undefined;
   private readonly session: SessionConfig;
   private pending: CpuAct[] = [];
   private segments = new Map<string, Segment>();
@@ -155,6 +224,7 @@ export class CpuBackend implements Backend {
     this.kvPrecision = opts.kv ?? 'f16';
     this.maxRows = opts.maxRows ?? 1024;
     this.scoreFloats = opts.scoreFloats ?? 1 << 25;
+    this.gatherBytesOpt = opts.gatherBytes;
     this.session = { threads: this.threads };
     const o = ort();
     this.info = {
@@ -200,6 +270,20 @@ export class CpuBackend implements Backend {
 
   createKV(opts: KVCacheOptions): KVCache {
     return new CpuKVCache(opts, this.kvPrecision);
+  }
+
+  /**
+   * A page pool in host memory, read by attention through the page table (kv.ts). Its dtype becomes
+   * the backend's KV type ('f16': halves, the engine's default) — one type for every graph, since a
+   * weight lives in one graph only.
+   */
+  createKVPool(opts: KVPoolOptions): KVPool {
+    if (opts.dtype !== this.kvPrecision) {
+      if (this.segments.size > 0) throw new Error(`the CPU backend already runs with ${this.kvPrecision} KV; a ${opts.dtype} pool would need its graphs again`);
+      this.kvPrecision = opts.dtype;
+      this.info.details.kv = opts.dtype;
+    }
+    return new CpuKVPool(opts);
   }
 
   embed(table: Weight, tokens: Int32Array): Act {
@@ -275,8 +359,20 @@ export class CpuBackend implements Backend {
     if (H % G !== 0) throw new Error(`attention: ${H} heads cannot share ${G} KV heads`);
     let rows = 0;
     for (const s of seqs) {
-      if (isPagedKV(s.kv) || !(s.kv instanceof CpuKVCache)) throw new Error('the CPU backend attends over its own KV caches (createKV); paged KV pools are not supported yet');
+      const store = kvStoreOf(s.kv);
+      if (!store) {
+        throw new Error(
+          isPagedKV(s.kv)
+            ? 'the CPU backend pages KV through its own pool (createKVPool); use kv.paging "auto", not "host"'
+            : 'the CPU backend attends over its own KV caches (createKV or createKVPool)',
+        );
+      }
+      if (store.precision !== this.kvPrecision) throw new Error(`a ${store.precision} KV cache on a CPU backend running ${this.kvPrecision} KV`);
+      if (store.nKVHeads !== G || store.headDim !== d) throw new Error(`attention: the KV cache has ${store.nKVHeads}×${store.headDim} per row, the layer ${G}×${d}`);
       if (s.pos + s.n > s.kv.capacity) throw new Error(`sequence needs ${s.pos + s.n} tokens of KV, capacity is ${s.kv.capacity}`);
+      if (isPagedKV(s.kv) && s.kv.pageTable.length * s.kv.pageSize < s.pos + s.n) {
+        throw new Error(`sequence needs ${s.pos + s.n} tokens of KV but its page table covers ${s.kv.pageTable.length * s.kv.pageSize}`);
+      }
       if (s.row !== rows) throw new Error('attention: sequences must cover the batch rows in order');
       rows += s.n;
     }
@@ -414,30 +510,25 @@ export class CpuBackend implements Backend {
     const outs = new Map<CpuAct, Float32Array>();
     for (const a of wanted) if (index.has(a)) outs.set(a, new Float32Array(a.rows * a.cols));
     const atts = attIdx.map((i) => order[i].op as Extract<OpRec, { kind: 'attention' }>);
-    // Row slices: one sequence at a time when the graph attends (each has its own past), and within a
-    // sequence as many rows as the score budget allows (heads × rows × (past + rows) floats).
-    const slices: { r0: number; r1: number; seq?: SeqSlice }[] = [];
+    // Runs: without attention, slices of maxRows rows. With attention, groups of sequences whose rows
+    // run together (one weight pass: a batch of decoding sequences) and, within a long sequence, as
+    // many rows as the score budget allows (heads × rows × keys floats).
+    let runs: AttRun[];
     if (atts.length) {
       const seqs = atts[0].seqs;
       for (const t of atts) {
         if (t.seqs.length !== seqs.length || t.seqs.some((x, i) => x.kv !== seqs[i].kv || x.row !== seqs[i].row || x.n !== seqs[i].n || x.pos !== seqs[i].pos)) {
           throw new Error('attention ops of one step must share its sequences');
         }
+        if (t.p.nKVHeads !== atts[0].p.nKVHeads || t.p.headDim !== atts[0].p.headDim || t.p.nHeads !== atts[0].p.nHeads) throw new Error('attention ops of one step must share their head shapes');
       }
-      const H = Math.max(...atts.map((t) => t.p.nHeads));
-      for (const sq of seqs) {
-        for (let r0 = sq.row; r0 < sq.row + sq.n; ) {
-          const past = sq.pos + (r0 - sq.row);
-          const fit = Math.floor((-past + Math.sqrt(past * past + (4 * this.scoreFloats) / H)) / 2);
-          const r1 = Math.min(sq.row + sq.n, r0 + Math.max(16, Math.min(this.maxRows, fit)));
-          slices.push({ r0, r1, seq: sq });
-          r0 = r1;
-        }
-      }
+      runs = this.planRuns(seqs, atts[0].p, atts.length);
     } else {
-      for (let r0 = 0; r0 < rows; r0 += this.maxRows) slices.push({ r0, r1: Math.min(rows, r0 + this.maxRows) });
+      runs = [];
+      for (let r0 = 0; r0 < rows; r0 += this.maxRows) runs.push({ r0, r1: Math.min(rows, r0 + this.maxRows), members: [], plan: null });
     }
-    for (const { r0, r1, seq } of slices) {
+    for (const run of runs) {
+      const { r0, r1 } = run;
       const n = r1 - r0;
       const feeds: Record<string, ReturnType<typeof f32Tensor>> = {};
       inputs.forEach((x, i) => {
@@ -452,31 +543,12 @@ export class CpuBackend implements Backend {
       if (ropeGroups.length) feeds.rpos = i64Tensor(this.arange(n), [1, n]);
       const fetches: Record<string, ReturnType<typeof f32Tensor>> = {};
       for (const [a, buf] of outs) fetches[seg.outputs[index.get(a)!]] = f32Tensor(buf.subarray(r0 * a.cols, r1 * a.cols), [n, a.cols]);
-      if (seq) {
-        const kv = seq.kv as CpuKVCache;
-        const past = seq.pos + (r0 - seq.row);
-        feeds.cmask = f32Tensor(causalMask(n), [n, n]);
-        // No past yet: one placeholder key, masked out (reductions over an empty axis do not work).
-        feeds.pmask = f32Tensor(past === 0 ? NO_PAST : HAS_PAST, [1]);
-        for (const t of atts) {
-          const l = t.p.layer;
-          const d = t.p.headDim;
-          const K = kv.keys(l);
-          const V = kv.values(l);
-          const zero = new Float32Array(d);
-          for (let h = 0; h < t.p.nKVHeads; h++) {
-            feeds[`kp${l}_${h}`] = past === 0 ? f32Tensor(zero, [1, d]) : f32Tensor(K[h].subarray(0, past * d), [past, d]);
-            feeds[`vp${l}_${h}`] = past === 0 ? f32Tensor(zero, [1, d]) : f32Tensor(V[h].subarray(0, past * d), [past, d]);
-            // The new rows land directly in the cache (disjoint from the past views above).
-            fetches[`kn${l}_${h}`] = f32Tensor(K[h].subarray(past * d, (past + n) * d), [n, d]);
-            fetches[`vn${l}_${h}`] = f32Tensor(V[h].subarray(past * d, (past + n) * d), [n, d]);
-          }
-        }
-      }
+      const newRows = run.plan ? this.attentionFeeds(run, atts, feeds, fetches) : null;
       const tr = performance.now();
       seg.graph.run(feeds, fetches);
       this.stats.runMs += performance.now() - tr;
       this.stats.runs++;
+      if (newRows) this.storeNewRows(run, atts, newRows);
     }
     for (const a of order) {
       for (const i of inputsOf(a.op!)) {
@@ -485,6 +557,145 @@ export class CpuBackend implements Backend {
       }
       a.op = null;
       a.data = outs.get(a) ?? null;
+    }
+  }
+
+  /** Groups a step's sequences into graph runs (see runSegment). */
+  private planRuns(seqs: SeqSlice[], p: AttentionParams, nLayers: number): AttRun[] {
+    const H = p.nHeads;
+    const gatherTokens = (this.gatherBytesOpt ?? Math.max(8 * 2 ** 20, this.residentBytes / 8)) / (2 * p.nKVHeads * p.headDim * kvValueBytes(this.kvPrecision) * nLayers);
+    const out: AttRun[] = [];
+    let open: AttRun | null = null;
+    for (const sq of seqs) {
+      const pieces: Member[] = [];
+      for (let r0 = sq.row; r0 < sq.row + sq.n; ) {
+        const past = sq.pos + (r0 - sq.row);
+        const fit = Math.floor((-past + Math.sqrt(past * past + (4 * this.scoreFloats) / H)) / 2);
+        const r1 = Math.min(sq.row + sq.n, r0 + Math.max(16, Math.min(this.maxRows, fit)));
+        pieces.push({ kv: sq.kv, row: r0, n: r1 - r0, past });
+        r0 = r1;
+      }
+      if (pieces.length === 1 && open) {
+        // Join the open group if the rows, the scores and the gathered keys stay within budget.
+        const members = [...open.members, pieces[0]];
+        const plan = planKV(members);
+        const rows = open.r1 - open.r0 + pieces[0].n;
+        if (rows <= this.maxRows && H * rows * ((plan.a?.n ?? 1) + Math.max(1, plan.nb) + rows) <= this.scoreFloats && plan.nb <= gatherTokens) {
+          open.members = members;
+          open.r1 += pieces[0].n;
+          open.plan = plan;
+          continue;
+        }
+      }
+      for (const m of pieces) out.push({ r0: m.row, r1: m.row + m.n, members: [m], plan: planKV([m]) });
+      open = pieces.length === 1 ? out[out.length - 1] : null;
+    }
+    return out;
+  }
+
+  private scratchBufs = new Map<string, KVArray>();
+  /** A reusable buffer of at least n values of the KV type (contents undefined). */
+  private scratch(name: string, n: number): KVArray {
+    const key = `${name}/${this.kvPrecision}`;
+    let b = this.scratchBufs.get(key);
+    if (!b || b.length < n) {
+      b = newKVArray(this.kvPrecision, Math.max(n, Math.ceil((b?.length ?? 0) * 1.5)));
+      this.scratchBufs.set(key, b);
+    }
+    return b.subarray(0, n);
+  }
+  private zeroBufs = new Map<string, KVArray>();
+  /** n zeros of the KV type (never written: placeholders). */
+  private zeros(n: number): KVArray {
+    const key = `${this.kvPrecision}/${n}`;
+    let z = this.zeroBufs.get(key);
+    if (!z) {
+      z = newKVArray(this.kvPrecision, n);
+      this.zeroBufs.set(key, z);
+    }
+    return z;
+  }
+
+  /**
+   * Feeds of one run's attention: part A as per-head views of the cache (no copy), part B gathered
+   * into one [2·layers·G, nb, d] tensor, the masks, and the buffer the new K/V rows come back in.
+   */
+  private attentionFeeds(run: AttRun, atts: Extract<OpRec, { kind: 'attention' }>[], feeds: Record<string, ReturnType<typeof f32Tensor>>, fetches: Record<string, ReturnType<typeof f32Tensor>>): KVArray {
+    const plan = run.plan!;
+    const { a } = plan;
+    const n = run.r1 - run.r0;
+    const { nKVHeads: G, headDim: d } = atts[0].p;
+    for (const t of atts) {
+      const l = t.p.layer;
+      for (let h = 0; h < G; h++) {
+        if (a) {
+          const o = (h * a.store.blockRows(a.block) + a.row) * d;
+          feeds[`kA${l}_${h}`] = kvTensor(a.store.array(a.block, l, 0).subarray(o, o + a.n * d), [a.n, d]);
+          feeds[`vA${l}_${h}`] = kvTensor(a.store.array(a.block, l, 1).subarray(o, o + a.n * d), [a.n, d]);
+        } else {
+          feeds[`kA${l}_${h}`] = kvTensor(this.zeros(d), [1, d]);
+          feeds[`vA${l}_${h}`] = kvTensor(this.zeros(d), [1, d]);
+        }
+      }
+    }
+    feeds.am = f32Tensor(a ? HAS_PAST : NO_PAST, [1]);
+    const nB = 2 * atts.length * G;
+    const nb = plan.nb;
+    if (nb === 0) {
+      feeds.kvb = kvTensor(this.zeros(nB * d), [nB, 1, d]);
+      feeds.bm = f32Tensor(NO_PAST, [1, 1]);
+    } else {
+      const B = this.scratch('b', nB * nb * d) as Float32Array;
+      atts.forEach((t, i) => {
+        for (const which of [0, 1] as const) {
+          for (let h = 0; h < G; h++) {
+            const dst = ((i * 2 + which) * G + h) * nb * d;
+            for (const m of plan.b) {
+              let at = m.at;
+              for (const r of m.runs) {
+                const o = (h * m.store.blockRows(r.block) + r.row) * d;
+                B.set(m.store.array(r.block, t.p.layer, which).subarray(o, o + r.n * d) as Float32Array, dst + at * d);
+                at += r.n;
+              }
+            }
+          }
+        }
+      });
+      feeds.kvb = kvTensor(B, [nB, nb, d]);
+      if (run.members.length === 1) feeds.bm = f32Tensor(HAS_PAST, [1, 1]);
+      else {
+        const bm = new Float32Array(n * nb).fill(-Infinity);
+        run.members.forEach((m, j) => {
+          for (let r = m.row - run.r0; r < m.row - run.r0 + m.n; r++) bm.fill(0, r * nb + plan.b[j].at, r * nb + plan.b[j].at + plan.b[j].n);
+        });
+        feeds.bm = f32Tensor(bm, [n, nb]);
+      }
+    }
+    feeds.cm = f32Tensor(run.members.length === 1 ? causalMask(n) : blockCausalMask(run), [n, n]);
+    const out = this.scratch('n', nB * n * d);
+    fetches.kvn = kvTensor(out, [nB, n, d]);
+    return out;
+  }
+
+  /** Writes a run's new K/V rows ([2·layers·G, n, d]) through each sequence's runs into its cache. */
+  private storeNewRows(run: AttRun, atts: Extract<OpRec, { kind: 'attention' }>[], out: KVArray): void {
+    const n = run.r1 - run.r0;
+    const { nKVHeads: G, headDim: d } = atts[0].p;
+    for (const m of run.members) {
+      const store = kvStoreOf(m.kv)!;
+      const runs = kvRuns(m.kv, m.past, m.past + m.n);
+      atts.forEach((t, i) => {
+        for (const which of [0, 1] as const) {
+          for (let h = 0; h < G; h++) {
+            const src = ((i * 2 + which) * G + h) * n * d + (m.row - run.r0) * d;
+            for (const r of runs) {
+              const o = (h * store.blockRows(r.block) + r.row) * d;
+              const s0 = src + (r.t0 - m.past) * d;
+              (store.array(r.block, t.p.layer, which) as Float32Array).set(out.subarray(s0, s0 + r.n * d) as Float32Array, o);
+            }
+          }
+        }
+      });
     }
   }
 
@@ -498,11 +709,24 @@ export class CpuBackend implements Backend {
       g.input(`sin${i}`, DT.FLOAT, ['n', rope.cfg.dims / 2]);
     }
     if (nRope) g.input('rpos', DT.INT64, [1, 'n']);
-    const hasAtt = order.some((a) => a.op!.kind === 'attention');
-    if (hasAtt) {
-      g.input('cmask', DT.FLOAT, ['n', 'n']);
-      g.input('pmask', DT.FLOAT, [1]);
+    const attOps = order.filter((a) => a.op!.kind === 'attention').map((a) => a.op as Extract<OpRec, { kind: 'attention' }>);
+    const half = this.kvPrecision === 'f16';
+    const KT = half ? DT.FLOAT16 : DT.FLOAT;
+    // Part B of every layer's attention, gathered by the host into one input: [2·layers·G, nb, d]
+    // (layer i's K heads, then its V heads, …), cast once, split per layer into [G, 1, nb, d].
+    const partB: string[] = [];
+    const newKV: string[] = [];
+    if (attOps.length) {
+      const { nKVHeads: G, headDim: d } = attOps[0].p;
+      g.input('cm', DT.FLOAT, ['n', 'n']);
+      g.input('am', DT.FLOAT, [1]);
+      g.input('bm', DT.FLOAT, ['bmr', 'bmc']);
+      let kvb = g.input('kvb', KT, [2 * attOps.length * G, 'lb', d]);
+      if (half) kvb = g.op('Cast', [kvb], { to: DT.FLOAT });
+      const parts = attOps.length === 1 ? [kvb] : g.node('Split', [kvb], { axis: 0 }, { nOut: 2 * attOps.length });
+      for (const x of parts) partB.push(g.op('Unsqueeze', [x, g.i64([1])]));
     }
+    let attOrdinal = 0;
     const value = new Map<CpuAct, string>();
     const v = (x: CpuAct): string => value.get(x) ?? `x${inputIndex.get(x)}`;
 
@@ -577,17 +801,39 @@ export class CpuBackend implements Backend {
         case 'attention': {
           const { layer: l, nKVHeads: G, headDim: d } = op.p;
           const heads = Array.from({ length: G }, (_, h) => h);
-          const kPast = heads.map((h) => g.input(`kp${l}_${h}`, DT.FLOAT, ['lp', d]));
-          const vPast = heads.map((h) => g.input(`vp${l}_${h}`, DT.FLOAT, ['lp', d]));
-          const kNew = heads.map((h) => `kn${l}_${h}`);
-          const vNew = heads.map((h) => `vn${l}_${h}`);
-          out = emitAttention(g, { q: v(op.q), k: v(op.k), v: v(op.v), nHeads: op.p.nHeads, nKVHeads: G, headDim: d, scale: op.p.scale, kPast, vPast, mask: 'cmask', pastMask: 'pmask', f16: this.kvPrecision === 'f16', kNew, vNew });
-          for (const nm of [...kNew, ...vNew]) g.output(nm, DT.FLOAT, ['n', d]);
+          const cast = (x: string) => (half ? g.op('Cast', [x], { to: DT.FLOAT }) : x);
+          const kA = heads.map((h) => cast(g.input(`kA${l}_${h}`, KT, ['la', d])));
+          const vA = heads.map((h) => cast(g.input(`vA${l}_${h}`, KT, ['la', d])));
+          const i = attOrdinal++;
+          const r = emitAttention(g, {
+            q: v(op.q),
+            k: v(op.k),
+            v: v(op.v),
+            nHeads: op.p.nHeads,
+            nKVHeads: G,
+            headDim: d,
+            scale: op.p.scale,
+            kA,
+            vA,
+            kB: partB[2 * i],
+            vB: partB[2 * i + 1],
+            aMask: 'am',
+            bMask: 'bm',
+            nMask: 'cm',
+            f16: half,
+          });
+          newKV.push(r.kNew, r.vNew);
+          out = r.out;
           break;
         }
       }
       value.set(a, out);
     });
+    if (attOps.length) {
+      const { nKVHeads: G, headDim: d } = attOps[0].p;
+      g.node('Concat', newKV, { axis: 0 }, { outputs: ['kvn'] });
+      g.output('kvn', KT, [2 * attOps.length * G, 'n', d]);
+    }
     const outputs = order.map((a, i) => {
       const name = value.get(a)!;
       if (declared[i]) g.output(name, DT.FLOAT, ['n', a.cols]);
@@ -612,6 +858,17 @@ export class CpuBackend implements Backend {
 
 const NO_PAST = Float32Array.of(-Infinity);
 const HAS_PAST = Float32Array.of(0);
+/** [n, n] for a batch of sequences: causal within each, −∞ across them. */
+function blockCausalMask(run: AttRun): Float32Array {
+  const n = run.r1 - run.r0;
+  const m = new Float32Array(n * n).fill(-Infinity);
+  for (const s of run.members) {
+    const o = s.row - run.r0;
+    for (let i = 0; i < s.n; i++) m.fill(0, (o + i) * n + o, (o + i) * n + o + i + 1);
+  }
+  return m;
+}
+
 const masks = new Map<number, Float32Array>();
 /** [n, n]: 0 on and below the diagonal, −∞ above (row i sees new keys 0..i). */
 function causalMask(n: number): Float32Array {

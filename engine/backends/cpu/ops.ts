@@ -1,5 +1,5 @@
 // ONNX emitters for the backend's ops. Each takes value names of [n, cols] f32 activations (n dynamic)
-// and appends nodes to a GraphBuilder; the segment compiler (segment.ts) strings them into one graph
+// and appends nodes to a GraphBuilder; the segment compiler (index.ts) strings them into one graph
 // per fused segment. Semantics are those of engine/model/ref-ops.ts.
 
 import { DT, F, type GraphBuilder } from './onnx.js';
@@ -74,59 +74,61 @@ export interface AttentionEmit {
   nKVHeads: number;
   headDim: number;
   scale: number;
-  /** Per KV head, the cached keys/values before these rows: inputs [lp, d]. */
-  kPast: string[];
-  vPast: string[];
-  /** Additive causal mask among the new rows [n, n]: 0 on and below the diagonal, −∞ above. */
-  mask: string;
-  /**
-   * [1]: 0, or −∞ when the past is a placeholder (no past: one zero key, excluded). Reductions over
-   * an empty axis do not reduce in onnxruntime, so an empty past is never passed.
-   */
-  pastMask: string;
-  /** Round the new K/V to f16 before use and storage (llama.cpp's f16 cache). */
+  /** Part A, per KV head: keys/values of one run of the cache, f32 [la, d] (zero-copy views, cast). */
+  kA: string[];
+  vA: string[];
+  /** Part B: the other cached keys/values, gathered, f32 [G, 1, nb, d]. */
+  kB: string;
+  vB: string;
+  /** [1]: 0, or −∞ when part A is a placeholder (one zero key: reductions over an empty axis do not reduce in onnxruntime). */
+  aMask: string;
+  /** Additive mask of part B, broadcastable to [n, nb] (which sequence of a batch sees which key). */
+  bMask: string;
+  /** Additive mask among the new rows [n, n]: causal within a sequence, −∞ across sequences. */
+  nMask: string;
+  /** Round the new K/V to f16 (llama.cpp's f16 cache); the returned new rows are then FLOAT16. */
   f16: boolean;
-  /** Output names for the new K/V rows per KV head ([n, d]; the host stores them in the cache). */
-  kNew: string[];
-  vNew: string[];
 }
 
 /**
- * Causal GQA attention of n new rows over (cached past ‖ new) keys, inside the step's graph. Per KV
- * head: scores against the past (all visible) and against the new rows (causal mask), a softmax taken
- * over both parts without joining them (a shared row max m, exp of each part, the two sums), then
- * P·V of both parts. No copy of the cache and none of the score matrix: the cache is read through
- * zero-copy views and the new K/V leave the graph as outputs written straight into it.
+ * Causal GQA attention of n new rows over three parts of keys — a run of the cache (A, per-head
+ * zero-copy views), the rest of the cache gathered (B), and the new rows themselves (N) — inside the
+ * step's graph. One softmax over all three without joining them (a shared row max m, exp of each part,
+ * the sums), then P·V of each part. Parts B and N are batched over the KV heads ([G, grp, n, ·]); part
+ * A is per head (each head's slab is its own view). Returns the output [n, H·d] and the new K/V rows
+ * [G, n, d] (in the cache's element type) for the host to store.
  */
-export function emitAttention(g: GraphBuilder, a: AttentionEmit): string {
+export function emitAttention(g: GraphBuilder, a: AttentionEmit): { out: string; kNew: string; vNew: string } {
   const { nHeads: H, nKVHeads: G, headDim: d } = a;
-  const round = (x: string) => (a.f16 ? g.op('Cast', [g.op('Cast', [x], { to: DT.FLOAT16 })], { to: DT.FLOAT }) : x);
-  // [n, G·d] → G × [n, d]
-  const perHead = (x: string, names: string[]) => {
-    const t = g.op('Transpose', [g.op('Reshape', [round(x), g.i64([0, G, d])])], { perm: [1, 0, 2] }); // [G, n, d]
-    if (G === 1) return [g.node('Squeeze', [t, g.i64([0])], {}, { outputs: [names[0]] })[0]];
-    const parts = g.node('Split', [t], { axis: 0 }, { nOut: G });
-    return parts.map((p, i) => g.node('Squeeze', [p, g.i64([0])], {}, { outputs: [names[i]] })[0]);
-  };
-  const ks = perHead(a.k, a.kNew);
-  const vs = perHead(a.v, a.vNew);
-  // [n, H·d] → [H, n, d] → G × [grp, n, d]
-  const qh = g.op('Transpose', [g.op('Reshape', [a.q, g.i64([0, H, d])])], { perm: [1, 0, 2] });
-  const qs = G === 1 ? [qh] : g.node('Split', [qh], { axis: 0 }, { nOut: G });
-  const outs: string[] = [];
+  const grp = H / G;
+  const f32 = (x: string) => (a.f16 ? g.op('Cast', [x], { to: DT.FLOAT }) : x);
+  const split = (x: string, axis = 0) => (G === 1 ? [x] : g.node('Split', [x], { axis }, { nOut: G }));
+  const concat = (xs: string[]) => (G === 1 ? xs[0] : g.op('Concat', xs, { axis: 0 }));
+  // [n, G·d] → [G, n, d] (rounded to f16 first: what the cache will hold is what is attended)
+  const heads = (x: string) => g.op('Transpose', [g.op('Reshape', [a.f16 ? g.op('Cast', [x], { to: DT.FLOAT16 }) : x, g.i64([0, G, d])])], { perm: [1, 0, 2] });
+  const kNew = heads(a.k);
+  const vNew = heads(a.v);
+  const kN = g.op('Unsqueeze', [f32(kNew), g.i64([1])]); // [G, 1, n, d]
+  const vN = g.op('Unsqueeze', [f32(vNew), g.i64([1])]);
+  // [n, H·d] → [G, grp, n, d]
+  const q = g.op('Transpose', [g.op('Reshape', [a.q, g.i64([0, G, grp, d])])], { perm: [1, 2, 0, 3] });
+  const scores = (x: string, k: string) => g.op('FusedMatMul', [x, k], { transA: 0, transB: 1, alpha: new F(a.scale) }, 'com.microsoft');
   const rmax = (x: string) => g.op('ReduceMax', [x], { axes: [-1], keepdims: 1 });
   const rsum = (x: string) => g.op('ReduceSum', [x, g.i64([-1])], { keepdims: 1 });
-  for (let i = 0; i < G; i++) {
-    const mm = (b: string) => g.op('FusedMatMul', [qs[i], b], { transA: 0, transB: 1, alpha: new F(a.scale) }, 'com.microsoft');
-    const sp = mm(a.kPast[i]); // [grp, n, lp]
-    const sn = g.op('Add', [mm(ks[i]), a.mask]); // [grp, n, n]
-    const m = g.op('Max', [g.op('Add', [rmax(sp), a.pastMask]), rmax(sn)]); // [grp, n, 1], finite (the diagonal is visible)
-    const ep = g.op('Exp', [g.op('Sub', [sp, g.op('Sub', [m, a.pastMask])])]);
-    const en = g.op('Exp', [g.op('Sub', [sn, m])]);
-    const l = g.op('Add', [rsum(ep), rsum(en)]);
-    const o = g.op('Add', [g.op('MatMul', [ep, a.vPast[i]]), g.op('MatMul', [en, vs[i]])]);
-    outs.push(g.op('Div', [o, l])); // [grp, n, d]
-  }
-  const o = G === 1 ? outs[0] : g.op('Concat', outs, { axis: 0 }); // [H, n, d]
-  return g.op('Reshape', [g.op('Transpose', [o], { perm: [1, 0, 2] }), g.i64([0, H * d])]);
+  const qs = split(q);
+  const sA = qs.map((qh, h) => scores(qh, a.kA[h])); // [1, grp, n, la] each
+  const sB = g.op('Add', [scores(q, a.kB), a.bMask]); // [G, grp, n, nb]
+  const sN = g.op('Add', [scores(q, kN), a.nMask]); // [G, grp, n, n]
+  const mA = concat(sA.map(rmax));
+  const m = g.op('Max', [g.op('Add', [mA, a.aMask]), rmax(sB), rmax(sN)]); // [G, grp, n, 1], finite (the diagonal is visible)
+  const mAs = split(g.op('Sub', [m, a.aMask])); // +∞ for a placeholder A: its exps are 0
+  const eA = sA.map((s, h) => g.op('Exp', [g.op('Sub', [s, mAs[h]])]));
+  const lA = concat(eA.map(rsum));
+  const oA = concat(eA.map((e, h) => g.op('MatMul', [e, a.vA[h]])));
+  const eB = g.op('Exp', [g.op('Sub', [sB, m])]);
+  const eN = g.op('Exp', [g.op('Sub', [sN, m])]);
+  const l = g.op('Sum', [lA, rsum(eB), rsum(eN)]);
+  const o = g.op('Div', [g.op('Sum', [oA, g.op('MatMul', [eB, a.vB]), g.op('MatMul', [eN, vN])]), l]); // [G, grp, n, d]
+  const out = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [o, g.i64([H, -1, d])])], { perm: [1, 0, 2] }), g.i64([-1, H * d])]);
+  return { out, kNew, vNew };
 }

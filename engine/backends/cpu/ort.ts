@@ -119,6 +119,11 @@ export function f32Tensor(data: Float32Array, dims: readonly number[]): OrtTenso
   return new (ort().Tensor)('float32', data, dims);
 }
 
+/** A KV cache slab: halves (Uint16Array, 'float16') or floats. */
+export function kvTensor(data: Float32Array | Uint16Array, dims: readonly number[]): OrtTensor {
+  return data instanceof Uint16Array ? new (ort().Tensor)('float16', data, dims) : new (ort().Tensor)('float32', data, dims);
+}
+
 export function i64Tensor(data: BigInt64Array, dims: readonly number[]): OrtTensor {
   return new (ort().Tensor)('int64', data, dims);
 }
