@@ -15,6 +15,10 @@ const benches: Record<string, Bench> = {
     summary: 'engine [--model F] [--backend cpu] [--threads N] [--prompt 512,4096] [--decode 64] [--json]: prefill and decode tok/s vs llama.cpp, same file and threads, peak RSS',
     load: () => import('../bench/engine.js'),
   },
+  fidelity: {
+    summary: 'fidelity [--model F] [--methods dense,llama] [--tasks passkey,kv] [--lengths 4K,32K] [--depths 0,50,100] [--out heat.svg|png] [--json]: accuracy of attention methods on a constructed induction model',
+    load: () => import('../bench/fidelity.js'),
+  },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
     load: () => import('../bench/tokenize.js'),

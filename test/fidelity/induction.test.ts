@@ -1,8 +1,8 @@
 // The constructed induction model (engine/model/induction.ts): dense attention continues the needle
 // on our reference and CPU backends and on llama.cpp with the same file and token ids.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { GGUFFile } from '../../engine/gguf/reader.js';
@@ -14,6 +14,7 @@ import { EngineMethod, LlamaMethod } from '../../engine/fidelity/methods.js';
 
 const dir = join(tmpdir(), `repokv-fidelity-${process.pid}`);
 mkdirSync(dir, { recursive: true });
+after(() => rmSync(dir, { recursive: true, force: true }));
 const model = join(dir, 'induction.gguf');
 const plan = planInductionModel({ seed: 1 });
 writeInductionModel(model, plan);
