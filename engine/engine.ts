@@ -3,10 +3,11 @@
 // token by token (several sequences batched into one step when asked), stream text, stop on EOS or a
 // stop string, cancel between steps.
 
-import { availableParallelism, freemem, totalmem } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import { GGUFFile } from './gguf/reader.js';
 import { UserError } from './errors.js';
-import type { Backend, KVCache } from './model/backend.js';
+import { checkModelMemory } from './memory.js';
+import type { Act, Backend, KVCache } from './model/backend.js';
 import { HostKVPool } from './kv/host-pool.js';
 import { KVCacheManager, type KVCacheStats } from './kv/manager.js';
 import { PagedSequenceKV } from './kv/paged-kv.js';
@@ -14,8 +15,8 @@ import { modelFingerprint, type ModelFingerprint } from './kv/fingerprint.js';
 import { PAGE_SIZE } from './kv/hash.js';
 import type { StorageCodec } from './kv/codec.js';
 import { loadTransformerConfig } from './model/config.js';
-import { Sampler, type SamplingOptions } from './model/sampler.js';
-import { Transformer, type TransformerConfig } from './model/transformer.js';
+import { Rng, Sampler, type SamplingOptions } from './model/sampler.js';
+import { Transformer, type Batch, type TransformerConfig } from './model/transformer.js';
 import { Tokenizer } from './text/tokenizer.js';
 import { ChatTemplate, type ChatMessage } from './text/chat-template.js';
 import { ReferenceBackend } from './backends/reference/index.js';
@@ -34,6 +35,8 @@ export interface EngineOptions {
   /** Let `webgpu` run on a software adapter (lavapipe) — for tests; `auto` never picks one. */
   allowSoftwareGpu?: boolean;
   onLoadProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Memory the pre-load check assumes available, in bytes (default: what the OS reports; tests). */
+  availableMemoryBytes?: number;
   /** Paged KV, prefix cache, tiers and persistence (engine/kv/README.md). */
   kv?: KVOptions;
 }
@@ -143,16 +146,25 @@ export class Engine {
       const config = loadTransformerConfig(file);
       const tokenizer = Tokenizer.fromGGUF(file);
       const chatTemplate = ChatTemplate.fromGGUF(file);
-      checkMemory(file, opts.model);
+      const ctx = Math.min(opts.contextSize ?? Math.min(config.contextLength, 8192), config.contextLength);
       const backend = await createBackend(opts.backend ?? 'auto', opts);
       const model = new Transformer(config, backend);
       try {
+        // Before any weight is read: the weights as this backend keeps them and, where KV lives in
+        // host memory, one context of it.
+        const kvValue = opts.kv?.dtype === 'f32' ? 4 : 2;
+        const hostKV = backend.info.name !== 'webgpu';
+        checkModelMemory(opts.model, file.tensors, {
+          backend: backend.info.name,
+          precision: backend.info.details.precision as 'int8' | 'f32' | undefined,
+          kvBytes: hostKV ? ctx * 2 * config.nLayers * config.nKVHeads * config.headDim * kvValue : 0,
+          available: opts.availableMemoryBytes,
+        });
         model.load(file, opts.onLoadProgress);
       } catch (e) {
         backend.dispose();
         throw e;
       }
-      const ctx = Math.min(opts.contextSize ?? Math.min(config.contextLength, 8192), config.contextLength);
       const chunk = opts.prefillChunk ?? (backend.info.name === 'reference' ? 64 : 512);
       let kvCache: KVCacheManager | null = null;
       try {
@@ -280,9 +292,16 @@ export class Engine {
     for (const s of seqs) {
       if (s.length + 1 > s.kv.capacity) throw new UserError(`sequence ${s.id} is full (${s.kv.capacity} tokens); start a new session or raise the context size`);
     }
+    const logits = await this.stepEach(seqs, tokens, (batch) => this.model.forward(batch));
+    const V = this.config.nVocab;
+    return Array.from({ length: n }, (_, i) => logits.subarray(i * V, (i + 1) * V));
+  }
+
+  /** A decode step of one token per sequence around `run` (page preparation before, publishing after). */
+  private async stepEach<T>(seqs: Sequence[], tokens: number[], run: (batch: Batch) => Promise<T>): Promise<T> {
     const cache = this.kvCache;
     if (cache) for (const s of seqs) if (s.kv instanceof PagedSequenceKV) await cache.prepareWrite(s.kv, s.length + 1);
-    const logits = await this.model.forward({
+    const out = await run({
       tokens: Int32Array.from(tokens),
       positions: Int32Array.from(seqs, (s) => s.length),
       seqs: seqs.map((s, i) => ({ kv: s.kv, row: i, n: 1, pos: s.length })),
@@ -290,8 +309,21 @@ export class Engine {
     });
     seqs.forEach((s, i) => s.tokens.push(tokens[i]));
     if (cache) for (const s of seqs) if (s.kv instanceof PagedSequenceKV) cache.publish(s.kv, s.tokens);
-    const V = this.config.nVocab;
-    return Array.from({ length: n }, (_, i) => logits.subarray(i * V, (i + 1) * V));
+    return out;
+  }
+
+  /**
+   * How generate picks tokens where the logits live (null: read them back and use the host Sampler):
+   * the backend's argmax when greedy, its sample otherwise, drawing each token's random number from
+   * `uniforms` — a generator seeded as the Sampler's, so both paths see the same stream.
+   */
+  private devicePick(opts: SamplingOptions, uniforms: Rng): ((logits: Act) => Promise<Int32Array>) | null {
+    const b = this.backend;
+    const temperature = opts.temperature ?? 0;
+    if (temperature <= 0) return b.argmax ? (x) => b.argmax!(x) : null;
+    if (!b.sample) return null;
+    const o = { temperature, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+    return (x) => b.sample!(x, o, Float32Array.of(uniforms.uniform()));
   }
 
   /**
@@ -300,6 +332,11 @@ export class Engine {
    */
   async *generate(seq: Sequence, logits: Float32Array, opts: GenerateOptions = {}): AsyncGenerator<GenerateChunk, GenerateResult> {
     const sampler = new Sampler(opts);
+    // Tokens after the first are picked on the device when the backend can (only the token ids come
+    // back); the generator stays in step with the Sampler's (one number per sampled token).
+    const uniforms = new Rng(opts.seed ?? 0x5eed);
+    const pick = this.devicePick(opts, uniforms);
+    let picked = -1;
     const maxTokens = opts.maxTokens ?? 256;
     const stops = (opts.stop ?? []).filter((s) => s.length > 0);
     const holdBack = stops.reduce((m, s) => Math.max(m, s.length - 1), 0);
@@ -314,7 +351,11 @@ export class Engine {
         reason = 'cancelled';
         break;
       }
-      const tok = sampler.sample(cur);
+      let tok = picked;
+      if (tok < 0) {
+        tok = sampler.sample(cur);
+        if ((opts.temperature ?? 0) > 0) uniforms.uniform();
+      }
       if ((opts.stopAtEog ?? true) && this.tokenizer.isEndOfGeneration(tok)) {
         reason = 'eog';
         break;
@@ -339,7 +380,11 @@ export class Engine {
         reason = 'context';
         break;
       }
-      [cur] = await this.decodeStep([seq], [tok]);
+      if (pick) {
+        this.assertAlive();
+        if (seq.length + 1 > seq.kv.capacity) throw new UserError(`sequence ${seq.id} is full (${seq.kv.capacity} tokens); start a new session or raise the context size`);
+        picked = (await this.stepEach([seq], [tok], (batch) => this.model.forwardPick(batch, pick)))[0];
+      } else [cur] = await this.decodeStep([seq], [tok]);
     }
     if (reason !== 'stop') {
       text += decoder.flush();
@@ -444,16 +489,6 @@ function abortError(): Error {
   const e = new Error('cancelled');
   e.name = 'AbortError';
   return e;
-}
-
-/** Refuses a model that cannot fit in memory, before loading it, instead of an out-of-memory kill. */
-function checkMemory(file: GGUFFile, path: string): void {
-  const weights = file.tensors.reduce((s, t) => s + t.nBytes, 0);
-  const avail = Math.max(freemem(), totalmem() * 0.5);
-  if (weights > avail) {
-    const gb = (n: number) => (n / 2 ** 30).toFixed(1);
-    throw new UserError(`${path}: the model's weights need ${gb(weights)} GiB but only ${gb(avail)} GiB of memory is available; use a smaller or more quantized model (e.g. Q4_K_M)`);
-  }
 }
 
 export async function createBackend(choice: BackendChoice, opts: { threads?: number; allowSoftwareGpu?: boolean } = {}): Promise<Backend> {

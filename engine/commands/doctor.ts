@@ -1,6 +1,8 @@
-// `repokv doctor [--json]`: what this machine offers the engine — the WebGPU adapter (features,
-// limits, software or not) and which backend `auto` would pick. Each backend contributes one
-// `<name>Doctor()` section (engine/backends/<name>/doctor.ts); the CPU section joins here.
+// `repokv doctor [--json]`: what this machine offers the engine — each backend's section (the WebGPU
+// adapter: features, limits, software or not; the CPU: cores, threads, SIMD, onnxruntime, memory),
+// which backend `auto` would pick, and why. Each backend contributes one `<name>Doctor()` section
+// (engine/backends/<name>/doctor.ts).
+import { cpuDoctor } from '../backends/cpu/doctor.js';
 import { webgpuDoctor, type WebGPUDoctorReport } from '../backends/webgpu/doctor.js';
 import { parseArgs } from './args.js';
 
@@ -8,18 +10,34 @@ export interface DoctorReport {
   node: string;
   platform: string;
   webgpu: WebGPUDoctorReport;
-  /** The backend `--backend auto` would use. */
+  cpu: ReturnType<typeof cpuDoctor>;
+  /** The backend `--backend auto` would use (engine.ts createBackend: a hardware GPU, else the CPU). */
   autoBackend: 'webgpu' | 'cpu';
+  /** Why, in one sentence. */
+  autoReason: string;
 }
 
 export async function doctor(): Promise<DoctorReport> {
   const webgpu = await webgpuDoctor();
-  return {
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    webgpu,
-    autoBackend: webgpu.ok && webgpu.autoPicks ? 'webgpu' : 'cpu',
-  };
+  const cpu = cpuDoctor();
+  const gpu = webgpu.ok && webgpu.autoPicks;
+  let autoReason: string;
+  if (gpu) autoReason = `a hardware GPU adapter (${webgpu.adapter?.device || webgpu.adapter?.description || 'WebGPU'}) passed the kernel check`;
+  else if (webgpu.ok) autoReason = `the only WebGPU adapter (${webgpu.adapter?.device || webgpu.adapter?.description}) is a software one, which auto never picks`;
+  else autoReason = 'no usable WebGPU adapter';
+  if (!gpu) autoReason += cpu.ok ? `; the CPU backend (onnxruntime ${String(cpu.onnxruntime)}, ${String(cpu.threads)} threads) runs instead` : `, and the CPU backend is unavailable too (${String(cpu.error)})`;
+  return { node: process.version, platform: `${process.platform}-${process.arch}`, webgpu, cpu, autoBackend: gpu ? 'webgpu' : 'cpu', autoReason };
+}
+
+function formatCpu(c: ReturnType<typeof cpuDoctor>): string[] {
+  if (!c.ok) return [`  CPU: unavailable — ${String(c.error ?? 'onnxruntime has no CPU provider')}`];
+  const mem = c.memory as { totalGiB: number; availableGiB: number };
+  return [
+    `  CPU: ${String(c.device)} — ${String(c.cores)} cores, ${String(c.threads)} threads (${String(c.threadsSetting)})`,
+    `    SIMD: ${(c.simd as string[]).join(', ') || 'none detected'}`,
+    `    onnxruntime ${String(c.onnxruntime)} (providers: ${(c.providers as string[]).join(', ')})${c.warning ? ` — ${String(c.warning)}` : ''}`,
+    `    memory: ${mem.availableGiB} GiB available of ${mem.totalGiB} GiB`,
+  ];
 }
 
 function formatWebGPU(w: WebGPUDoctorReport): string[] {
@@ -43,7 +61,7 @@ export async function run(args: string[]): Promise<number> {
   if (p.flags.has('json')) {
     console.log(JSON.stringify(r, null, 2));
   } else {
-    console.log([`repokv doctor (Node ${r.node}, ${r.platform})`, ...formatWebGPU(r.webgpu), `  backend auto → ${r.autoBackend}`].join('\n'));
+    console.log([`repokv doctor (Node ${r.node}, ${r.platform})`, ...formatWebGPU(r.webgpu), ...formatCpu(r.cpu), `  backend auto → ${r.autoBackend}: ${r.autoReason}`].join('\n'));
   }
   return 0;
 }
