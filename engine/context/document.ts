@@ -443,9 +443,17 @@ export function updateDocument(prev: RepoDocument | DocumentManifest, walk: Walk
   const fresh = walk.files
     .filter((f) => !placed.has(f.path) && omittedBefore.get(f.path)?.sourceHash !== f.hash)
     .sort((a, b) => a.change.mtimeMs - b.change.mtimeMs || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (const f of [...back.sort(compareForStability), ...fresh]) entries.push(fullEntry(f, counter));
-  const extra = tooLargeLines(walk);
   const budget = opts.budgetTokens ?? prev.budgetTokens;
+  // An unchanged file left out before stays left out under the same budget (an unchanged tree must
+  // give the same document); only a larger budget offers it back.
+  const offerBack = budget === undefined || (prev.budgetTokens !== undefined && budget > prev.budgetTokens);
+  for (const f of back.sort(compareForStability)) {
+    const e = fullEntry(f, counter);
+    if (!offerBack) Object.assign(e, { mode: 'omitted', reason: omittedBefore.get(f.path)!.reason });
+    entries.push(e);
+  }
+  for (const f of fresh) entries.push(fullEntry(f, counter));
+  const extra = tooLargeLines(walk);
   const fixed = counter.tokens(preamble(names));
   fitBudget(entries, budget, fixed, counter, extra, placed.size); // the tail first
   fitBudget(entries, budget, fixed, counter, extra); // then, if that was not enough, everything

@@ -23,3 +23,21 @@ test('600 files into a 1500-token budget: the document fits, the footer summariz
     remove(dir);
   }
 });
+
+test('an unchanged tree gives the same document again under the same budget (nothing offered back)', async () => {
+  const { updateDocument, manifestOf } = await import('../../engine/context/document.js');
+  const dir = tempDir('footer-stable');
+  try {
+    const tree: Record<string, string> = {};
+    for (let i = 0; i < 120; i++) tree[`m${i}.ts`] = `export const v${i} = ${i};\n`.repeat(1 + (i % 17) * 5);
+    writeTree(dir, tree);
+    const w = await walkRepository([dir], { git: false });
+    const first = buildDocument(w, { budgetTokens: 2000, countTokens: estimateTokens });
+    assert.ok(first.omitted.length > 0);
+    const again = updateDocument(manifestOf(first), w, { budgetTokens: 2000, countTokens: estimateTokens });
+    assert.equal(again.invalidation.unchanged, true);
+    assert.deepEqual(again.document.segments.map((s) => s.hash), first.segments.map((s) => s.hash));
+  } finally {
+    remove(dir);
+  }
+});
