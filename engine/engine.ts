@@ -299,6 +299,7 @@ export class Engine {
 
   /** A decode step of one token per sequence around `run` (page preparation before, publishing after). */
   private async stepEach<T>(seqs: Sequence[], tokens: number[], run: (batch: Batch) => Promise<T>): Promise<T> {
+    this.assertAlive();
     const cache = this.kvCache;
     if (cache) for (const s of seqs) if (s.kv instanceof PagedSequenceKV) await cache.prepareWrite(s.kv, s.length + 1);
     const out = await run({
@@ -380,11 +381,8 @@ export class Engine {
         reason = 'context';
         break;
       }
-      if (pick) {
-        this.assertAlive();
-        if (seq.length + 1 > seq.kv.capacity) throw new UserError(`sequence ${seq.id} is full (${seq.kv.capacity} tokens); start a new session or raise the context size`);
-        picked = (await this.stepEach([seq], [tok], (batch) => this.model.forwardPick(batch, pick)))[0];
-      } else [cur] = await this.decodeStep([seq], [tok]);
+      if (pick) picked = (await this.stepEach([seq], [tok], (batch) => this.model.forwardPick(batch, pick)))[0];
+      else [cur] = await this.decodeStep([seq], [tok]);
     }
     if (reason !== 'stop') {
       text += decoder.flush();

@@ -176,6 +176,17 @@ export interface Backend {
    * backend implements it (kernels/sample.wgsl); callers fall back to read + argmax when absent.
    */
   argmax?(x: Act): Promise<Int32Array>;
+  /**
+   * Optional: temperature / top-k / top-p sampling where the logits live, one token per row, with
+   * engine/model/sampler.ts's semantics for given random numbers (uniforms[i] in [0, 1) for row i:
+   * what Sampler would draw from its generator for that token) — candidates by logit, lowest index on
+   * ties, cut to topK (0 = off); weights exp((logit − max) / temperature) cut to the shortest prefix
+   * whose share reaches topP (≥ 1 = off); the first candidate whose running weight reaches u × their
+   * total. temperature ≤ 0 is argmax. Results may differ from the host's only where u × total lies
+   * within rounding of a boundary between two candidates. The WebGPU backend implements it
+   * (kernels/sample.wgsl); callers fall back to read + Sampler when absent.
+   */
+  sample?(x: Act, opts: { temperature: number; topK: number; topP: number }, uniforms: Float32Array): Promise<Int32Array>;
   /** Releases an activation early (backends may also recycle at the end of a step). */
   release(x: Act): void;
   /** Ends a step: submits whatever is still queued; everything not read may be recycled. */

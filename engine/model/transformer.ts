@@ -109,6 +109,30 @@ export class Transformer {
 
   /** Runs one step and returns the logits of `batch.logitRows`, [logitRows.length, nVocab] row-major. */
   async forward(batch: Batch): Promise<Float32Array> {
+    const logits = this.run(batch);
+    const out = logits ? await this.backend.read(logits) : new Float32Array(0);
+    this.finish(batch);
+    return out;
+  }
+
+  /**
+   * Runs one step and returns one token per logit row, picked where the logits live by `pick` (e.g.
+   * the backend's argmax or sample): the logits are never read back.
+   */
+  async forwardPick(batch: Batch, pick: (logits: Act) => Promise<Int32Array>): Promise<Int32Array> {
+    if (batch.logitRows.length === 0) throw new Error('forwardPick needs logit rows');
+    const ids = await pick(this.run(batch)!);
+    this.finish(batch);
+    return ids;
+  }
+
+  private finish(batch: Batch): void {
+    this.backend.endStep();
+    for (const s of batch.seqs) s.kv.commit(s.pos + s.n);
+  }
+
+  /** Records one step; returns the logits activation (null for an intermediate prefill chunk). */
+  private run(batch: Batch): Act | null {
     const c = this.cfg;
     const b = this.backend;
     const qDim = c.nHeads * c.headDim;
@@ -152,9 +176,7 @@ export class Transformer {
     if (batch.logitRows.length === 0) {
       // An intermediate prefill chunk: only the KV cache is wanted.
       b.release(x);
-      b.endStep();
-      for (const s of batch.seqs) s.kv.commit(s.pos + s.n);
-      return new Float32Array(0);
+      return null;
     }
     const sel = b.selectRows(x, batch.logitRows);
     b.release(x);
@@ -162,10 +184,7 @@ export class Transformer {
     b.release(sel);
     const logits = b.matmul(n, this.output);
     b.release(n);
-    const out = await b.read(logits);
-    b.endStep();
-    for (const s of batch.seqs) s.kv.commit(s.pos + s.n);
-    return out;
+    return logits;
   }
 }
 

@@ -581,7 +581,24 @@ export class WebGPUBackend implements Backend, KVPoolHost {
   async argmax(x: Act): Promise<Int32Array> {
     const a = this.use(x);
     const out = this.acquire(Math.max(16, a.rows * 4), 'argmax');
-    this.dispatch('sample.wgsl', 'argmax', {}, [a.cols, 0, 0, 0], { 1: this.bind(a), 2: out }, [a.rows]);
+    this.dispatch('sample.wgsl', 'argmax', {}, [a.cols, 0, 0, 0, 0, 0, 0, 0], { 1: this.bind(a), 2: out }, [a.rows]);
+    const bytes = await this.readBuffer(out, a.rows * 4);
+    this.recycle(out);
+    return new Int32Array(bytes);
+  }
+
+  /**
+   * Temperature / top-k / top-p sampling on the GPU (kernels/sample.wgsl), one token per row, with the
+   * host Sampler's semantics for the row's uniform number (sample-ref.ts is the reference).
+   */
+  async sample(x: Act, opts: { temperature: number; topK: number; topP: number }, uniforms: Float32Array): Promise<Int32Array> {
+    if (!(opts.temperature > 0)) return this.argmax(x);
+    const a = this.use(x);
+    if (uniforms.length !== a.rows) throw new Error(`sample: ${uniforms.length} random numbers for ${a.rows} rows`);
+    const topK = opts.topK > 0 ? Math.min(Math.floor(opts.topK), 0xffffffff) : 0;
+    const u = this.upload(uniforms);
+    const out = this.acquire(Math.max(16, a.rows * 4), 'sample');
+    this.dispatch('sample.wgsl', 'sample', {}, [a.cols, topK, f32(opts.topP ?? 1), f32(opts.temperature), 3, 0, 0, 0], { 1: this.bind(a), 2: out, 3: u }, [a.rows]);
     const bytes = await this.readBuffer(out, a.rows * 4);
     this.recycle(out);
     return new Int32Array(bytes);
