@@ -50,6 +50,8 @@ export function chatPromptTokens(
   tokenizer: Tokenizer,
   messages: { role: string; content: Content }[],
   addGenerationPrompt = true,
+  /** Stop after this message's content (the prefix every longer conversation starts with). */
+  throughMessage?: number,
 ): number[] {
   const rendered = template.render(
     messages.map((m, i) => ({ role: m.role, content: sentinel(i) })),
@@ -70,6 +72,7 @@ export function chatPromptTokens(
     if ('text' in c) push(tokenizer.encode(c.text, { addSpecial: false, parseSpecial: false }));
     else for (const piece of c.tokens) push(piece);
     rest = rest.slice(at + sentinel(i).length);
+    if (i === throughMessage) return out;
   }
   push(tokenizer.encode(rest, { addSpecial: first, parseSpecial: true }));
   return out;
@@ -88,6 +91,24 @@ export function repoPromptTokens(
   for (const t of turns) messages.push({ role: t.role, content: t.role === 'assistant' && t.tokens ? { tokens: [t.tokens] } : { text: t.content } });
   messages.push({ role: 'user', content: { text: question } });
   return chatPromptTokens(template, tokenizer, messages);
+}
+
+/**
+ * The repository prefix alone — template start, instructions, repository document — exactly the
+ * tokens every conversation about it starts with. Prefilling it (repokv index) fills the cache.
+ */
+export function repoPrefixTokens(template: ChatTemplate, tokenizer: Tokenizer, repoSegments: ArrayLike<number>[]): number[] {
+  const instructions = tokenizer.encode(SYSTEM_INSTRUCTIONS, { addSpecial: false, parseSpecial: false });
+  return chatPromptTokens(
+    template,
+    tokenizer,
+    [
+      { role: 'system', content: { tokens: [instructions, ...repoSegments] } },
+      { role: 'user', content: { text: '' } },
+    ],
+    true,
+    0,
+  );
 }
 
 /** Sessions on disk: one JSON file each, written atomically. */

@@ -15,7 +15,7 @@ import { BUILTIN_MODEL_NOTICE, resolveModel } from '../model/default-model.js';
 import { cacheStats, purgeCache, type StoreSummary } from '../kv/maintenance.js';
 import type { WalkOptions, Invalidation } from '../context/index.js';
 import { RepoContext } from './repo-context.js';
-import { repoPromptTokens, SessionStore, type SessionRecord, type Turn } from './conversation.js';
+import { repoPrefixTokens, repoPromptTokens, SessionStore, type SessionRecord, type Turn } from './conversation.js';
 
 export interface AssistantOptions {
   /** Base folder: kv/ (the KV cache), sessions/, contexts/ (document manifests). */
@@ -202,9 +202,41 @@ export class AssistantService {
     return run;
   }
 
+  /**
+   * Runs `job` with the loaded engine as one model job, queued behind the others (the OpenAI-compatible
+   * HTTP server's requests go through here, so they never run beside an ask or a context refresh).
+   */
+  withEngine<T>(job: (engine: Engine, repo: (roots: string[]) => Promise<RepoContext>) => Promise<T>): Promise<T> {
+    return this.serialize(async () => job(await this.loadEngine(), (roots) => this.contextFor(roots)));
+  }
+
   /** Walks, documents and tokenizes the roots (remembered between runs); cheap when nothing changed. */
   openContext(roots: string[], opts: { onProgress?: (p: Progress) => void } = {}): Promise<ContextStatus> {
     return this.serialize(async () => statusOf(await this.contextFor(roots, opts.onProgress, true)));
+  }
+
+  /**
+   * Builds the repository context and prefills its prefix (template start, instructions, document)
+   * into the KV cache, so that the first question computes only itself. Returns where the prefix's
+   * tokens came from (cached vs computed).
+   */
+  warm(roots: string[], opts: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {}): Promise<{ context: ContextStatus; prefill: PrefillReport | null; prefixTokens: number; ms: number }> {
+    return this.serialize(async () => {
+      const engine = await this.loadEngine(opts.onProgress);
+      const template = engine.chatTemplate;
+      if (!template) throw new UserError(`${engine.modelPath}: the model has no chat template; use an instruct/chat model`);
+      const repo = await this.contextFor(roots, opts.onProgress, true);
+      const prefix = repoPrefixTokens(template, engine.tokenizer, repo.segmentTokens);
+      const seq = engine.createSequence(Math.min(engine.contextSize, prefix.length + 1));
+      const t0 = performance.now();
+      try {
+        await engine.prefill(seq, prefix, { signal: opts.signal, onProgress: (done, total) => opts.onProgress?.({ stage: 'prefill', done, total }) });
+        await engine.flushCache();
+        return { context: statusOf(repo), prefill: seq.lastPrefill, prefixTokens: prefix.length, ms: performance.now() - t0 };
+      } finally {
+        engine.freeSequence(seq);
+      }
+    });
   }
 
   /**

@@ -35,10 +35,13 @@ const USAGE = `usage: repokv index <folder...> [options]
   --include GLOBS    only files matching these patterns, comma-separated
   --no-default-excludes  do not exclude node_modules, dist, lock files … by default
   --no-git           order by modification time even in a git repository
-  --watch            keep watching; print how each change invalidates the document`;
+  --watch            keep watching; print how each change invalidates the document
+  --prefill          also prefill the repository into the KV cache (with --model, $REPOKV_MODEL or the
+                     built-in model), so the first question computes only itself; prints cached vs computed
+  --backend B        backend for --prefill: auto | cpu | webgpu | reference`;
 
-const BOOLEANS = ['explain', 'json', 'print', 'help', 'no-default-excludes', 'no-git', 'watch'];
-const KNOWN = new Set([...BOOLEANS, 'model', 'threads', 'budget', 'max-file-kb', 'exclude', 'include']);
+const BOOLEANS = ['explain', 'json', 'print', 'help', 'no-default-excludes', 'no-git', 'watch', 'prefill'];
+const KNOWN = new Set([...BOOLEANS, 'model', 'threads', 'budget', 'max-file-kb', 'exclude', 'include', 'backend']);
 
 function list(v: string | undefined): string[] | undefined {
   return v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -159,6 +162,8 @@ export async function run(args: string[]): Promise<number> {
     if (p.flags.has('explain')) console.log(explain(walk, doc));
   }
 
+  if (p.flags.has('prefill')) await prefill(p.positional, opts, model, flagString(p, 'backend'), json);
+
   if (!p.flags.has('watch')) return 0;
   const count2 = model ? (t: string) => tokenizeHere(model, [t])[0].length : estimateTokens;
   const watcher = await RepoWatcher.start(walk, async (batch) => {
@@ -177,4 +182,27 @@ export async function run(args: string[]): Promise<number> {
   await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
   await watcher.close();
   return 0;
+}
+
+/** Prefills the repository prefix into the persistent KV cache through the assistant service. */
+async function prefill(roots: string[], walk: WalkOptions, model: string | undefined, backend: string | undefined, json: boolean): Promise<void> {
+  const { AssistantService } = await import('../assistant/service.js');
+  const { cacheDir } = await import('../paths.js');
+  const svc = new AssistantService({ cacheDir: cacheDir(), model, backend: (backend ?? 'auto') as 'auto', walk });
+  try {
+    const info = svc.model();
+    if (info.notice && !json) console.error(info.notice);
+    const r = await svc.warm(roots, {
+      onProgress: (p) => {
+        if (!json && process.stderr.isTTY && p.stage === 'prefill') process.stderr.write(`\rprefill ${p.done}/${p.total} tokens`);
+      },
+    });
+    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    const pr = r.prefill;
+    const rec = { event: 'prefill', prefixTokens: r.prefixTokens, cachedTokens: pr?.cachedTokens ?? 0, computedTokens: pr?.computedTokens ?? r.prefixTokens, fromDisk: pr?.fromDisk ?? 0, ms: Math.round(r.ms), backend: svc.model().backend };
+    if (json) console.log(JSON.stringify(rec));
+    else console.log(`prefilled: ${rec.prefixTokens} tokens of repository prefix, ${rec.cachedTokens} from cache (${rec.fromDisk} from disk), ${rec.computedTokens} computed, ${(rec.ms / 1000).toFixed(1)} s on ${rec.backend}`);
+  } finally {
+    await svc.close();
+  }
 }
