@@ -1,4 +1,4 @@
-// repokv serve --stdio [--cache-dir D]
+// repokv serve --stdio [--cache-dir D]   (without --stdio: the OpenAI-compatible HTTP server, http.ts)
 // The assistant service over JSON-RPC on stdin/stdout (vscode-jsonrpc's Content-Length framing), for
 // the VS Code extension, which runs it as a child process: a crash or a long model job never takes
 // the editor with it. stdout carries only protocol messages; everything else goes to stderr.
@@ -19,10 +19,12 @@ const USAGE = `usage: repokv serve --stdio [--cache-dir D]
 const DELTA_MS = 30;
 
 export async function run(args: string[]): Promise<number> {
+  // Without --stdio: the OpenAI-compatible HTTP server (engine/serve/http.ts).
+  if (!args.includes('--stdio')) return (await import('./http.js')).runHttp(args);
   const p = parseArgs(args, ['stdio', 'help']);
-  if (p.flags.has('help') || !p.flags.has('stdio')) {
+  if (p.flags.has('help')) {
     console.error(USAGE);
-    return p.flags.has('help') ? 0 : 2;
+    return 0;
   }
   // Anything printed by the engine or a library must not interleave with protocol messages.
   console.log = console.info = console.debug = (...a: unknown[]) => console.error(...a);
