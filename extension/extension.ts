@@ -3,6 +3,7 @@
 // the extension host never waits on model work; its cache lives in the extension's global storage.
 
 import * as vscode from 'vscode';
+import { filesExcludeToIgnore } from './excludes.js';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Methods, type CacheStatus, type ContextStatus, type EngineSettings } from '../engine/serve/protocol.js';
@@ -42,7 +43,8 @@ export function activate(context: vscode.ExtensionContext): void {
       contextBudget: c.get<number>('contextBudget') || undefined,
       memoryMB: c.get<number>('memoryBudgetMB') || undefined,
       maxDiskGB: c.get<number>('cacheMaxGB') || undefined,
-      exclude: c.get<string[]>('exclude', []),
+      // The user's own excludes plus VS Code's files.exclude (what the Explorer hides stays out too).
+      exclude: [...c.get<string[]>('exclude', []), ...filesExcludeToIgnore(vscode.workspace.getConfiguration('files').get<Record<string, unknown>>('exclude'))],
     };
   };
 
