@@ -63,6 +63,8 @@ export interface HttpServerStats {
   /** Prompt tokens computed and restored from the cache, over all requests. */
   computedTokens: number;
   cachedTokens: number;
+  /** Tokens generated, over all requests (cancelled ones included, up to where they stopped). */
+  generatedTokens: number;
 }
 
 const DEFAULT_MAX_BODY = 1 << 20;
@@ -91,7 +93,7 @@ export class HttpError extends Error {
 
 export class OpenAIServer {
   readonly service: AssistantService;
-  readonly stats: HttpServerStats = { requests: 0, completed: 0, cancelled: 0, computedTokens: 0, cachedTokens: 0 };
+  readonly stats: HttpServerStats = { requests: 0, completed: 0, cancelled: 0, computedTokens: 0, cachedTokens: 0, generatedTokens: 0 };
   private server: Server | null = null;
   private readonly folders: Map<string, string>;
   private readonly modelId: string;
@@ -247,6 +249,7 @@ export class OpenAIServer {
         const gen = engine.generate(seq, logits, { maxTokens, temperature: p.temperature, topK: p.topK, topP: p.topP, seed: p.seed, stop: p.stop, signal: ac.signal });
         let step = await gen.next();
         while (!step.done) {
+          if (step.value.token >= 0) this.stats.generatedTokens++;
           const text = step.value.text;
           if (p.stream && text) {
             res.write(sse(kind === 'chat' ? chunk({ delta: { content: text }, logprobs: null, finish_reason: null }) : chunk({ text, logprobs: null, finish_reason: null })));

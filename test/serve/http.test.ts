@@ -1,0 +1,190 @@
+// `repokv serve` (HTTP mode) as a child process on loopback, driven by the official `openai` client:
+// /v1/models, chat completions plain and streamed, /v1/completions, the repository prefix restored
+// from the KV cache on the next request (usage.prompt_tokens_details.cached_tokens), stop sequences,
+// seeded sampling, a client abort mid-stream cancels the generation and the server stays healthy,
+// the bearer key, body and prompt limits, folders the server was not given, and a non-loopback bind
+// refused without a key. The engine is real: a tiny synthetic model on the CPU backend.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { testModel } from '../helpers/models.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+const tmp = mkdtempSync(join(tmpdir(), 'repokv-http-'));
+const repo = join(tmp, 'repo');
+mkdirSync(join(repo, 'src'), { recursive: true });
+writeFileSync(join(repo, 'README.md'), '# Demo\nA tiny fixture for the HTTP server.\n');
+writeFileSync(join(repo, 'src', 'main.ts'), 'export function add(a: number, b: number) {\n  return a + b;\n}\n'.repeat(8));
+const other = join(tmp, 'other');
+mkdirSync(other);
+
+const KEY = 'test-key-123';
+const model = testModel('qwen2', 'q8_0');
+let child: ChildProcess;
+let base = '';
+let client: OpenAI;
+
+before(async () => {
+  child = spawn(
+    process.execPath,
+    [join(root, 'bin', 'repokv.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '2048', '--folder', repo, '--api-key', KEY, '--max-body-bytes', '65536', '--max-prompt-tokens', '1200'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'cache'), REPOKV_API_KEY: '' } },
+  );
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  base = await new Promise<string>((ok, fail) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
+      if (m) ok(m[1]);
+    });
+    child.once('exit', (c) => fail(new Error(`server exited (${c}): ${err}`)));
+  });
+  client = new OpenAI({ baseURL: base, apiKey: KEY, maxRetries: 0 });
+});
+
+after(async () => {
+  if (child.exitCode === null) {
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await gone;
+  }
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const health = async () => (await fetch(base.replace(/\/v1$/, '/health'), { headers: { authorization: `Bearer ${KEY}` } })).json() as Promise<{ cancelled: number; completed: number; generatedTokens: number }>;
+
+test('/v1/models lists the model', async () => {
+  const list = await client.models.list();
+  assert.deepEqual(
+    list.data.map((m) => m.id),
+    ['qwen2-tiny-q8_0-1'],
+  );
+});
+
+test('chat completion, then the same repository prefix comes from the KV cache', async () => {
+  const ask = (q: string) =>
+    client.chat.completions.create({ model: 'any', messages: [{ role: 'user', content: q }], max_tokens: 6, temperature: 0, repokv: { folder: repo } } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const a = await ask('What does add do?');
+  assert.equal(a.object, 'chat.completion');
+  assert.equal(a.choices[0].message.role, 'assistant');
+  assert.ok(a.choices[0].message.content!.length > 0);
+  assert.equal(a.usage!.completion_tokens, 6);
+  assert.equal(a.choices[0].finish_reason, 'length');
+  assert.ok(a.usage!.prompt_tokens > 128, `repository prompt: ${a.usage!.prompt_tokens} tokens`);
+  const b = await ask('And what about the README?');
+  const cached = b.usage!.prompt_tokens_details!.cached_tokens!;
+  assert.ok(cached >= 64, `cached ${cached}`);
+  assert.ok(cached < b.usage!.prompt_tokens);
+});
+
+test('streaming chat: role first, deltas add up to the plain answer, usage at the end, [DONE]', async () => {
+  const messages: OpenAI.ChatCompletionMessageParam[] = [
+    { role: 'system', content: 'You are terse.' },
+    { role: 'user', content: 'Say something.' },
+  ];
+  const plain = await client.chat.completions.create({ model: 'm', messages, max_tokens: 8, temperature: 0 });
+  const stream = await client.chat.completions.create({ model: 'm', messages, max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let role = '';
+  let finish: string | null = null;
+  let usage: OpenAI.CompletionUsage | undefined;
+  for await (const c of stream) {
+    if (c.usage) usage = c.usage;
+    const ch = c.choices[0];
+    if (!ch) continue;
+    if (ch.delta.role) role = ch.delta.role;
+    text += ch.delta.content ?? '';
+    if (ch.finish_reason) finish = ch.finish_reason;
+  }
+  assert.equal(role, 'assistant');
+  assert.equal(text, plain.choices[0].message.content);
+  assert.equal(finish, plain.choices[0].finish_reason);
+  assert.equal(usage?.completion_tokens, plain.usage!.completion_tokens);
+  assert.equal(usage?.prompt_tokens, plain.usage!.prompt_tokens);
+});
+
+test('stop sequences cut the answer before the match; seeded sampling repeats; /v1/completions', async () => {
+  const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Tell me a story.' }];
+  const full = (await client.chat.completions.create({ model: 'm', messages, max_tokens: 16, temperature: 0 })).choices[0].message.content!;
+  assert.ok(full.length >= 6, full);
+  const stop = full.slice(Math.floor(full.length / 2), Math.floor(full.length / 2) + 3);
+  const cut = await client.chat.completions.create({ model: 'm', messages, max_tokens: 16, temperature: 0, stop: [stop] });
+  assert.equal(cut.choices[0].message.content, full.slice(0, full.indexOf(stop)));
+  assert.equal(cut.choices[0].finish_reason, 'stop');
+
+  const sampled = () => client.chat.completions.create({ model: 'm', messages, max_tokens: 8, temperature: 0.9, top_p: 0.9, seed: 7, top_k: 40 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  assert.equal((await sampled()).choices[0].message.content, (await sampled()).choices[0].message.content);
+
+  const c = await client.completions.create({ model: 'm', prompt: 'def add(a, b):', max_tokens: 5, temperature: 0 });
+  assert.equal(c.object, 'text_completion');
+  assert.equal(c.usage!.completion_tokens, 5);
+  let streamed = '';
+  for await (const ch of await client.completions.create({ model: 'm', prompt: 'def add(a, b):', max_tokens: 5, temperature: 0, stream: true })) streamed += ch.choices[0]?.text ?? '';
+  assert.equal(streamed, c.choices[0].text);
+});
+
+test('aborting a stream cancels the generation; the server keeps serving', async () => {
+  const before = await health();
+  const stream = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'Go on forever.' }], max_tokens: 1500, temperature: 0, stream: true });
+  let got = 0;
+  for await (const c of stream) {
+    if (c.choices[0]?.delta.content) got++;
+    if (got >= 2) {
+      stream.controller.abort();
+      break;
+    }
+  }
+  let h = await health();
+  for (let i = 0; i < 100 && h.cancelled === before.cancelled; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    h = await health();
+  }
+  assert.equal(h.cancelled, before.cancelled + 1);
+  assert.ok(h.generatedTokens - before.generatedTokens < 1500, `generated ${h.generatedTokens - before.generatedTokens} tokens after the abort`);
+  const next = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'Still there?' }], max_tokens: 3, temperature: 0 });
+  assert.equal(next.usage!.completion_tokens, 3);
+});
+
+test('errors in OpenAI shape: 401 without the key, 413 oversized body, 400 long prompt and bad JSON, 403 unknown folder', async () => {
+  const noKey = await fetch(`${base}/models`);
+  assert.equal(noKey.status, 401);
+  assert.equal(((await noKey.json()) as { error: { type: string } }).error.type, 'authentication_error');
+  const wrong = new OpenAI({ baseURL: base, apiKey: 'nope', maxRetries: 0 });
+  await assert.rejects(wrong.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError && e.status === 401);
+
+  await assert.rejects(
+    client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(70_000) }] }),
+    (e: unknown) => e instanceof OpenAI.APIError && e.status === 413 && /larger than this server accepts/.test(e.message),
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'lorem ipsum dolor '.repeat(800) }] }),
+    (e: unknown) => e instanceof OpenAI.BadRequestError && (e.code as string) === 'context_length_exceeded',
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'hi' }], repokv: { folder: other } } as OpenAI.ChatCompletionCreateParamsNonStreaming),
+    (e: unknown) => e instanceof OpenAI.PermissionDeniedError && e.status === 403,
+  );
+  const bad = await fetch(`${base}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: '{"messages": [' });
+  assert.equal(bad.status, 400);
+  const body = (await bad.json()) as { error: { message: string; type: string; code: string } };
+  assert.equal(body.error.code, 'invalid_json');
+  assert.equal(body.error.type, 'invalid_request_error');
+  // The server is still healthy after all that.
+  assert.equal((await client.models.list()).data.length, 1);
+});
+
+test('binding a non-loopback address without an API key is refused before listening', () => {
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'repokv.js'), 'serve', '--host', '0.0.0.0', '--port', '0', '--model', model, '--backend', 'cpu'], {
+    encoding: 'utf8',
+    env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'cache2'), REPOKV_API_KEY: '' },
+    timeout: 20_000,
+  });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /needs an API key: pass --api-key or set REPOKV_API_KEY/);
+});
