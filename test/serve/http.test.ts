@@ -21,6 +21,9 @@ writeFileSync(join(repo, 'README.md'), '# Demo\nA tiny fixture for the HTTP serv
 writeFileSync(join(repo, 'src', 'main.ts'), 'export function add(a: number, b: number) {\n  return a + b;\n}\n'.repeat(8));
 const other = join(tmp, 'other');
 mkdirSync(other);
+const shared = join(tmp, 'shared');
+mkdirSync(shared);
+writeFileSync(join(shared, 'lib.py'), 'def mul(a, b):\n    return a * b\n\n'.repeat(12));
 
 const KEY = 'test-key-123';
 const model = testModel('qwen2', 'q8_0');
@@ -31,7 +34,7 @@ let client: OpenAI;
 before(async () => {
   child = spawn(
     process.execPath,
-    [join(root, 'bin', 'repokv.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '2048', '--folder', repo, '--api-key', KEY, '--max-body-bytes', '65536', '--max-prompt-tokens', '1200'],
+    [join(root, 'bin', 'repokv.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '2048', '--folder', repo, '--folder', shared, '--api-key', KEY, '--max-body-bytes', '65536', '--max-prompt-tokens', '1200'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'cache'), REPOKV_API_KEY: '' } },
   );
   let err = '';
@@ -81,6 +84,18 @@ test('chat completion, then the same repository prefix comes from the KV cache',
   const cached = b.usage!.prompt_tokens_details!.cached_tokens!;
   assert.ok(cached >= 64, `cached ${cached}`);
   assert.ok(cached < b.usage!.prompt_tokens);
+});
+
+test('two concurrent sessions over one repository context compute the shared prefix once', async () => {
+  const ask = (q: string) =>
+    client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: q }], max_tokens: 4, temperature: 0, repokv: { folder: shared } } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const [a, b] = await Promise.all([ask('What does mul do?'), ask('Where is mul defined?')]);
+  const computed = (r: OpenAI.ChatCompletion) => r.usage!.prompt_tokens - r.usage!.prompt_tokens_details!.cached_tokens!;
+  const cached = a.usage!.prompt_tokens_details!.cached_tokens! + b.usage!.prompt_tokens_details!.cached_tokens!;
+  // The repository block (well over a page of 64 tokens) is computed by one of them and restored by the other.
+  assert.ok(Math.min(a.usage!.prompt_tokens, b.usage!.prompt_tokens) > 192);
+  assert.ok(cached >= 192, `cached ${cached}`);
+  assert.ok(computed(a) + computed(b) <= a.usage!.prompt_tokens + b.usage!.prompt_tokens - 192);
 });
 
 test('streaming chat: role first, deltas add up to the plain answer, usage at the end, [DONE]', async () => {
