@@ -24,7 +24,7 @@ const USAGE = `usage: repokv make-model --arch llama|qwen2|qwen3 --out FILE [opt
   --preset induction           the constructed 2-layer qwen2 model of the fidelity harness: dense
                                attention provably copies a string from anywhere in the context
                                (engine/model/induction.ts); F32, the synthetic qwen2 tokenizer
-  --size tiny|small|qwen0.5b   shape preset (default tiny); the options below override it:
+  --size tiny|small|qwen0.5b|qwen1.5b   shape preset (default tiny); the options below override it:
     --layers N --embd N --heads N --kv-heads N --ff N --head-dim N --ctx N --vocab N (needs --tokenizer none)
   --type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k   type of the 2-D weights (default f16; norms stay f32)
   --q4km                       llama.cpp's Q4_K_M mix (Q4_K, Q6_K for output and some attn_v/ffn_down)

@@ -45,13 +45,14 @@ export interface SyntheticShape {
   tied: boolean;
 }
 
-export type SizePreset = 'tiny' | 'small' | 'qwen0.5b';
-export const SIZE_PRESETS: readonly SizePreset[] = ['tiny', 'small', 'qwen0.5b'];
+export type SizePreset = 'tiny' | 'small' | 'qwen0.5b' | 'qwen1.5b';
+export const SIZE_PRESETS: readonly SizePreset[] = ['tiny', 'small', 'qwen0.5b', 'qwen1.5b'];
 
 /**
  * Size presets. `tiny` (3.5-4.7M parameters with a 4.5k vocabulary) is for tests; `small` (~28M) for
  * quick runs; `qwen0.5b` has Qwen2.5-0.5B's body (24 layers, 896 wide, 14 heads, 2 KV heads, 4864 FFN,
- * tied embeddings) with the synthetic vocabulary instead of 151936 tokens, for benchmarks. qwen3 gets
+ * tied embeddings) with the synthetic vocabulary instead of 151936 tokens, for benchmarks; `qwen1.5b`
+ * likewise has Qwen2.5-1.5B's (28 layers, 1536 wide, 12 heads, 2 KV heads, 8960 FFN, tied). qwen3 gets
  * Qwen3's wider heads (head size twice embd/heads), so key_length differs from embd/heads as in the
  * real models.
  */
@@ -62,7 +63,8 @@ export function presetShape(arch: SyntheticArch, size: SizePreset): SyntheticSha
   let s: SyntheticShape;
   if (size === 'tiny') s = { nLayers: 4, nEmbd: 256, nHeads: 4, nKVHeads: 2, nFF: 512, contextLength: 8192, tied };
   else if (size === 'small') s = { nLayers: 8, nEmbd: 512, nHeads: 8, nKVHeads: 4, nFF: 1536, contextLength: 8192, tied };
-  else s = { nLayers: 24, nEmbd: 896, nHeads: 14, nKVHeads: 2, nFF: 4864, contextLength: 32768, tied: true };
+  else if (size === 'qwen0.5b') s = { nLayers: 24, nEmbd: 896, nHeads: 14, nKVHeads: 2, nFF: 4864, contextLength: 32768, tied: true };
+  else s = { nLayers: 28, nEmbd: 1536, nHeads: 12, nKVHeads: 2, nFF: 8960, contextLength: 32768, tied: true };
   if (arch === 'qwen3') s.headDim = (2 * s.nEmbd) / s.nHeads;
   return s;
 }
