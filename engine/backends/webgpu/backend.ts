@@ -8,6 +8,10 @@
 // dispatches in the same pass are ordered after the ones that used it), `endStep` returns the rest.
 // Host data of a step (token ids, RoPE tables, row indices) goes into upload buffers that are only
 // recycled at endStep, because a writeBuffer lands before the not-yet-submitted pass that reads it.
+//
+// KV: contiguous per-sequence caches (createKV: a K and a V buffer per layer), or the page pool the
+// engine uses by default (createKVPool, kv-pool.ts): attention then writes and reads rows through a
+// per-sequence page table. Token picking: argmax and sample run where the logits are (sample.wgsl).
 
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { GGMLType, typeName } from '../../gguf/types.js';
