@@ -19,7 +19,7 @@ import { GGUFValueType } from '../gguf/types.js';
 import { GGUFFile, type GGUFMetaValue } from '../gguf/reader.js';
 import { meta } from '../gguf/writer.js';
 import { UserError } from '../errors.js';
-import type { Backend, KVCache } from '../model/backend.js';
+import type { Backend, KVCache, KVPool, PagedKV } from '../model/backend.js';
 import { loadTransformerConfig } from '../model/config.js';
 import { argmax } from '../model/sampler.js';
 import { planSyntheticModel, presetShape, writeSyntheticModel, WEIGHT_TYPES, type WeightTypeName } from '../model/synthetic.js';
@@ -38,6 +38,10 @@ const USAGE = `usage: repokv bench engine [options]
   --decode N         greedy decode steps after each prompt (default 64)
   --chunk N          prefill chunk in tokens (default 512)
   --repeat R         alternate the two sides R times, keep each side's best (default 1)
+  --kv K             our KV: contiguous (createKV, default), paged (the backend's page pool, pages in
+                     order: one zero-copy run) or scattered (every other page: all keys gathered each step)
+  --batch B          also decode B sequences sharing the prompt's pages (paged): one step for all B vs
+                     B steps one at a time (aggregate tokens/s; ours only)
   --no-peer          skip llama.cpp
   --json             one JSON object per prompt length`;
 
@@ -61,7 +65,7 @@ function root(): string {
 }
 
 /** The default benchmark model: Qwen2.5-0.5B's shape and vocabulary size, synthetic weights. */
-function defaultModel(type: WeightTypeName): string {
+export function defaultBenchModel(type: WeightTypeName): string {
   const dir = join(tmpdir(), 'repokv-bench');
   mkdirSync(dir, { recursive: true });
   const path = join(dir, `qwen2-0.5b-shape-${type}-v${QWEN25_VOCAB}.gguf`);
@@ -89,8 +93,92 @@ function promptTokens(n: number, vocab: number): number[] {
   });
 }
 
-async function runOurs(model: Transformer, backend: Backend, prompt: number[], nGen: number, chunk: number): Promise<Side> {
-  const kv: KVCache = model.createKV(prompt.length + nGen + 1);
+type KVMode = 'contiguous' | 'paged' | 'scattered';
+const PAGE = 64;
+
+/** A sequence on a backend's page pool with a fixed page table (the engine's manager is not needed here). */
+class BenchPagedKV implements PagedKV {
+  length = 0;
+  readonly pageSize = PAGE;
+  readonly pageTableVersion = 0;
+  constructor(
+    readonly pool: KVPool,
+    readonly pageTable: Int32Array,
+  ) {}
+  get capacity(): number {
+    return this.pageTable.length * PAGE;
+  }
+  commit(n: number): void {
+    this.length = n;
+  }
+  truncate(n: number): void {
+    this.length = n;
+  }
+  free(): void {}
+}
+
+function createPool(model: Transformer, backend: Backend, nPages: number): KVPool {
+  if (!backend.createKVPool) throw new UserError(`the ${backend.info.name} backend has no KV page pool (--kv paged needs one)`);
+  const c = model.cfg;
+  return backend.createKVPool({ nLayers: c.nLayers, nKVHeads: c.nKVHeads, headDim: c.headDim, pageSize: PAGE, nPages, dtype: 'f16' });
+}
+
+function benchKV(model: Transformer, backend: Backend, tokens: number, mode: KVMode): { kv: KVCache; pool?: KVPool } {
+  if (mode === 'contiguous') return { kv: model.createKV(tokens) };
+  const n = Math.ceil(tokens / PAGE);
+  const pool = createPool(model, backend, 2 * n);
+  const table = Int32Array.from({ length: n }, (_, i) => (mode === 'paged' ? i : 2 * i));
+  return { kv: new BenchPagedKV(pool, table), pool };
+}
+
+interface BatchSide {
+  batch: number;
+  batched_tps: number;
+  separate_tps: number;
+}
+
+/** B sequences sharing the prompt's full pages (each with a copy of the partial one): one step for all vs one at a time. */
+async function runBatch(model: Transformer, backend: Backend, prompt: number[], nGen: number, chunk: number, B: number): Promise<BatchSide> {
+  const full = Math.floor(prompt.length / PAGE);
+  const own = Math.ceil((prompt.length + 2 * nGen + 2) / PAGE) - full;
+  const pool = createPool(model, backend, full + (B + 1) * own);
+  const base = new BenchPagedKV(pool, Int32Array.from({ length: full + own }, (_, i) => i));
+  let logits: Float32Array = new Float32Array(0);
+  for (let s = 0; s < prompt.length; s += chunk) {
+    const e = Math.min(prompt.length, s + chunk);
+    logits = await model.forward({ tokens: Int32Array.from(prompt.slice(s, e)), positions: Int32Array.from({ length: e - s }, (_, i) => s + i), seqs: [{ kv: base, row: 0, n: e - s, pos: s }], logitRows: e === prompt.length ? [e - s - 1] : [] });
+  }
+  const seqs = Array.from({ length: B }, (_, b) => {
+    const table = Int32Array.from({ length: full + own }, (_, i) => (i < full ? i : full + (b + 1) * own + (i - full)));
+    if (prompt.length % PAGE) pool.copyPage(full, table[full]);
+    const kv = new BenchPagedKV(pool, table);
+    kv.length = prompt.length;
+    return kv;
+  });
+  const first = argmax(logits);
+  const step = (kvs: BenchPagedKV[], toks: number[]) =>
+    model.forward({
+      tokens: Int32Array.from(toks),
+      positions: Int32Array.from(kvs, (k) => k.length),
+      seqs: kvs.map((kv, i) => ({ kv, row: i, n: 1, pos: kv.length })),
+      logitRows: kvs.map((_, i) => i),
+    });
+  // Batched: nGen steps of B rows; then separate: nGen steps of 1 row for each sequence (further on).
+  const t0 = performance.now();
+  let toks = seqs.map(() => first);
+  for (let i = 0; i < nGen; i++) {
+    const out = await step(seqs, toks);
+    toks = seqs.map((_, b) => argmax(out.subarray(b * model.cfg.nVocab, (b + 1) * model.cfg.nVocab)));
+  }
+  const t1 = performance.now();
+  for (let i = 0; i < nGen; i++) for (const [b, kv] of seqs.entries()) toks[b] = argmax(await step([kv], [toks[b]]));
+  const t2 = performance.now();
+  pool.dispose();
+  return { batch: B, batched_tps: +(((B * nGen) / (t1 - t0)) * 1000).toFixed(2), separate_tps: +(((B * nGen) / (t2 - t1)) * 1000).toFixed(2) };
+}
+
+async function runOurs(model: Transformer, backend: Backend, prompt: number[], nGen: number, chunk: number, mode: KVMode = 'contiguous'): Promise<Side> {
+  const { kv, pool } = benchKV(model, backend, prompt.length + nGen + 1, mode);
   const t0 = performance.now();
   let logits: Float32Array = new Float32Array(0);
   for (let s = 0; s < prompt.length; s += chunk) {
@@ -112,7 +200,7 @@ async function runOurs(model: Transformer, backend: Backend, prompt: number[], n
   }
   const t2 = performance.now();
   kv.free();
-  void backend;
+  pool?.dispose();
   return { prefill_ms: t1 - t0, decode_ms: t2 - t1, prefill_tps: (prompt.length / (t1 - t0)) * 1000, decode_tps: (nGen / (t2 - t1)) * 1000 };
 }
 
@@ -146,7 +234,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const type = (flagString(p, 'type') ?? 'q8_0') as WeightTypeName;
   if (!(type in WEIGHT_TYPES)) throw new UserError(`--type must be one of ${Object.keys(WEIGHT_TYPES).join(', ')}`);
-  const modelPath = flagString(p, 'model') ?? defaultModel(type);
+  const modelPath = flagString(p, 'model') ?? defaultBenchModel(type);
   const backendName = (flagString(p, 'backend') ?? 'cpu') as BackendChoice;
   const threads = flagNumber(p, 'threads', defaultThreads());
   const lengths = (flagString(p, 'prompt') ?? '512,4096').split(',').map((s) => Number(s.trim()));
@@ -156,6 +244,9 @@ export async function run(args: string[]): Promise<number> {
   const repeat = Math.max(1, flagNumber(p, 'repeat', 1));
   const peer = !p.flags.has('no-peer');
   const json = p.flags.has('json');
+  const kvMode = (flagString(p, 'kv') ?? 'contiguous') as KVMode;
+  if (!['contiguous', 'paged', 'scattered'].includes(kvMode)) throw new UserError('--kv must be contiguous, paged or scattered');
+  const batch = flagNumber(p, 'batch', 0);
 
   const file = GGUFFile.open(modelPath);
   const cfg = loadTransformerConfig(file);
@@ -176,8 +267,9 @@ export async function run(args: string[]): Promise<number> {
   const ours: (Side | undefined)[] = lengths.map(() => undefined);
   const theirs: (Side | undefined)[] = lengths.map(() => undefined);
   let peerInfo: PeerOut | undefined;
+  const batched: (BatchSide | undefined)[] = lengths.map(() => undefined);
   for (let r = 0; r < repeat; r++) {
-    for (let i = 0; i < prompts.length; i++) ours[i] = best(ours[i], await runOurs(model, backend, prompts[i], nGen, chunk));
+    for (let i = 0; i < prompts.length; i++) ours[i] = best(ours[i], await runOurs(model, backend, prompts[i], nGen, chunk, kvMode));
     if (peer) {
       const out = await runPeer(modelPath, prompts, nGen, threads, chunk);
       peerInfo = !peerInfo || out.peakRssMb > peerInfo.peakRssMb ? out : peerInfo;
@@ -185,6 +277,9 @@ export async function run(args: string[]): Promise<number> {
         theirs[i] = best(theirs[i], { prefill_ms: x.prefillMs, decode_ms: x.decodeMs, prefill_tps: (x.n / x.prefillMs) * 1000, decode_tps: (x.nGen / x.decodeMs) * 1000 });
       });
     }
+  }
+  if (batch > 1) {
+    for (let i = 0; i < prompts.length; i++) batched[i] = await runBatch(model, backend, prompts[i], nGen, chunk, batch);
   }
   const peakRssMb = process.resourceUsage().maxRSS / 1024;
   const stats = (backend as unknown as { stats?: unknown; residentBytes?: number }).stats;
@@ -203,12 +298,14 @@ export async function run(args: string[]): Promise<number> {
       load_avg_1m: +loadavg()[0].toFixed(2),
       prompt: n,
       decode_steps: nGen,
+      kv: kvMode,
       repokv: { prefill_tps: +o.prefill_tps.toFixed(1), decode_tps: +o.decode_tps.toFixed(2), load_ms: Math.round(loadMs), first_step_ms: Math.round(warmupMs), peak_rss_mb: Math.round(peakRssMb), weights_resident_mb: resident !== undefined ? Math.round(resident / 2 ** 20) : undefined },
     };
     if (t && peerInfo) {
       rec['llama.cpp'] = { prefill_tps: +t.prefill_tps.toFixed(1), decode_tps: +t.decode_tps.toFixed(2), load_ms: Math.round(peerInfo.loadMs), peak_rss_mb: Math.round(peerInfo.peakRssMb), version: peerInfo.version };
       rec.ratio = { prefill: +(o.prefill_tps / t.prefill_tps).toFixed(3), decode: +(o.decode_tps / t.decode_tps).toFixed(3) };
     }
+    if (batched[i]) rec.batch = batched[i];
     if (stats) rec.backend_stats = stats;
     if (json) console.log(JSON.stringify(rec));
     else {

@@ -26,3 +26,20 @@ for (const arch of ['llama', 'qwen2', 'qwen3'] as const) {
     assert.deepEqual(ours.generated, ref.generated);
   });
 }
+
+test('a step split into memory-capped graphs (graphBytes) gives the logits of one graph', async () => {
+  const model = testModel('qwen2', 'q8_0');
+  const prompt = randomTokens(40, 300, 4000, 4);
+  const one = new CpuBackend({ threads: 1, precision: 'f32', graphBytes: Infinity });
+  const a = await runGreedy(model, one, prompt, 6, 16);
+  const oneGraphs = one.stats.segments;
+  one.dispose();
+  // ~1/4 of the layers' weights per graph (the tiny model holds ~1 MB of f32 products per layer).
+  const split = new CpuBackend({ threads: 1, precision: 'f32', graphBytes: 1.5 * 2 ** 20 });
+  const b = await runGreedy(model, split, prompt, 6, 16);
+  const splitGraphs = split.stats.segments;
+  split.dispose();
+  assert.ok(splitGraphs >= oneGraphs + 2, `${splitGraphs} graphs split vs ${oneGraphs}`);
+  assert.ok(maxAbsDiff(a.lastLogprobs, b.lastLogprobs) < 1e-5, `log-prob difference ${maxAbsDiff(a.lastLogprobs, b.lastLogprobs)}`);
+  assert.deepEqual(a.generated, b.generated);
+});

@@ -22,8 +22,9 @@ import { CpuKVCache, CpuKVPool, kvRuns, kvStoreOf, kvValueBytes, newKVArray, typ
 import { DT, GraphBuilder } from './onnx.js';
 import { ACCURACY_INT8, emitAdd, emitAttention, emitMatmul, emitRmsNorm, emitRope, emitSiluMul } from './ops.js';
 import { defaultThreads, f32Tensor, Graph, i64Tensor, kvTensor, ort, type SessionConfig } from './ort.js';
-import { canPack, concatMatrices, packedBytes, packMatrix, supportedTypes, type PackedMatrix, type Precision } from './weights.js';
+import { canPack, concatMatrices, estimatePackedBytes, packedBytes, packMatrix, supportedTypes, type PackedMatrix, type Precision } from './weights.js';
 import { cpuDeviceName } from './doctor.js';
+import { availableMemory } from '../../memory.js';
 
 export interface CpuBackendOptions {
   /** Intra-op threads (default: the machine's cores; env REPOKV_CPU_THREADS overrides the default). */
@@ -42,6 +43,15 @@ export interface CpuBackendOptions {
    * another group (default: ⅛ of the resident weights, at least 8 MiB).
    */
   gatherBytes?: number;
+  /**
+   * Largest weight bytes per graph: a step whose weights exceed it runs as several graphs (cut at
+   * sublayer starts). Compiling a graph holds its weights about twice (ours packed, onnxruntime's
+   * prepacked) for a moment, so this bounds the load-time peak at about the resident weights plus
+   * one graph's share; each extra graph costs one more thread-pool wake-up per step (README).
+   * Default: one graph per step when twice the weights fit in the memory available at the first
+   * compile, else graphs of a fifth of that memory (env REPOKV_CPU_GRAPH_MB overrides).
+   */
+  graphBytes?: number;
 }
 
 interface CpuWeight extends Weight {
@@ -53,6 +63,8 @@ interface CpuWeight extends Weight {
   vec: Float32Array | null;
   /** Signature of the segment whose graph holds this matrix. */
   owner: string | null;
+  /** Bytes of the packed matrix once a graph holds it. */
+  packedBytes?: number;
 }
 
 type OpRec =
@@ -206,6 +218,7 @@ export class CpuBackend implements Backend {
   private readonly maxRows: number;
   private readonly scoreFloats: number;
   private readonly gatherBytesOpt: number | undefined;
+  private graphBytesOpt: number | undefined;
   private readonly session: SessionConfig;
   private pending: CpuAct[] = [];
   private segments = new Map<string, Segment>();
@@ -225,6 +238,7 @@ export class CpuBackend implements Backend {
     this.maxRows = opts.maxRows ?? 1024;
     this.scoreFloats = opts.scoreFloats ?? 1 << 25;
     this.gatherBytesOpt = opts.gatherBytes;
+    this.graphBytesOpt = opts.graphBytes ?? (process.env.REPOKV_CPU_GRAPH_MB ? Number(process.env.REPOKV_CPU_GRAPH_MB) * 2 ** 20 : undefined);
     this.session = { threads: this.threads };
     const o = ort();
     this.info = {
@@ -432,7 +446,54 @@ export class CpuBackend implements Backend {
     const order = this.pending;
     this.pending = [];
     const wanted = new Set<CpuAct>([...targets.filter((t) => !t.data), ...order.filter((a) => !a.released)]);
-    this.runSegment(order, wanted);
+    const parts = this.partition(order);
+    parts.forEach((part, k) => {
+      // A part's values that later parts read leave its graph too (then feed the next one).
+      const inPart = new Set(part);
+      const w = new Set([...wanted].filter((a) => inPart.has(a)));
+      for (const later of parts.slice(k + 1)) for (const b of later) for (const i of inputsOf(b.op!)) if (inPart.has(i)) w.add(i);
+      this.runSegment(part, w);
+    });
+  }
+
+  /**
+   * Splits a step's ops into graphs of at most `graphBytes` of weights each, cutting only before a
+   * norm (the start of a sublayer, so q/k/v and gate/up stay merged). The cut points depend only on
+   * the ops, so every step of the same shape gets the same graphs and a weight lives in one graph.
+   */
+  /** The weight budget per graph (decided at the first compile, from the memory then available). */
+  private get graphBytes(): number {
+    if (this.graphBytesOpt === undefined) {
+      let pending = 0;
+      for (const w of this.weights) if (w.raw && w.owner === null) pending += estimatePackedBytes(w.info, this.precision);
+      const free = availableMemory();
+      this.graphBytesOpt = 2 * pending <= free ? Infinity : Math.max(64 * 2 ** 20, Math.floor(free / 5));
+      this.info.details.graphBytes = this.graphBytesOpt;
+    }
+    return this.graphBytesOpt;
+  }
+
+  private partition(order: CpuAct[]): CpuAct[][] {
+    if (!Number.isFinite(this.graphBytes)) return [order];
+    const weightBytes = (a: CpuAct) => {
+      const op = a.op!;
+      return op.kind === 'matmul' ? (op.w.packedBytes ?? estimatePackedBytes(op.w.info, this.precision)) : 0;
+    };
+    const parts: CpuAct[][] = [[]];
+    let bytes = 0;
+    for (let i = 0; i < order.length; i++) {
+      if (order[i].op!.kind === 'rmsnorm' && bytes > 0) {
+        let ahead = 0; // this sublayer's weights (up to the next norm)
+        for (let j = i + 1; j < order.length && order[j].op!.kind !== 'rmsnorm'; j++) ahead += weightBytes(order[j]);
+        if (bytes + ahead > this.graphBytes) {
+          parts.push([]);
+          bytes = 0;
+        }
+      }
+      bytes += weightBytes(order[i]);
+      parts[parts.length - 1].push(order[i]);
+    }
+    return parts;
   }
 
   private runSegment(order: CpuAct[], wanted: Set<CpuAct>): void {
@@ -544,6 +605,9 @@ export class CpuBackend implements Backend {
       const fetches: Record<string, ReturnType<typeof f32Tensor>> = {};
       for (const [a, buf] of outs) fetches[seg.outputs[index.get(a)!]] = f32Tensor(buf.subarray(r0 * a.cols, r1 * a.cols), [n, a.cols]);
       const newRows = run.plan ? this.attentionFeeds(run, atts, feeds, fetches) : null;
+      // Nothing leaves this graph (the tail of a prefill chunk whose logits are not wanted, in a step
+      // split into several graphs): nothing to run.
+      if (Object.keys(fetches).length === 0) continue;
       const tr = performance.now();
       seg.graph.run(feeds, fetches);
       this.stats.runMs += performance.now() - tr;
@@ -642,7 +706,10 @@ export class CpuBackend implements Backend {
     const nB = 2 * atts.length * G;
     const nb = plan.nb;
     if (nb === 0) {
-      feeds.kvb = kvTensor(this.zeros(nB * d), [nB, 1, d]);
+      for (const t of atts) {
+        feeds[`kB${t.p.layer}`] = kvTensor(this.zeros(G * d), [G, 1, 1, d]);
+        feeds[`vB${t.p.layer}`] = kvTensor(this.zeros(G * d), [G, 1, 1, d]);
+      }
       feeds.bm = f32Tensor(NO_PAST, [1, 1]);
     } else {
       const B = this.scratch('b', nB * nb * d) as Float32Array;
@@ -661,7 +728,11 @@ export class CpuBackend implements Backend {
           }
         }
       });
-      feeds.kvb = kvTensor(B, [nB, nb, d]);
+      atts.forEach((t, i) => {
+        const slab = G * nb * d;
+        feeds[`kB${t.p.layer}`] = kvTensor(B.subarray(2 * i * slab, (2 * i + 1) * slab), [G, 1, nb, d]);
+        feeds[`vB${t.p.layer}`] = kvTensor(B.subarray((2 * i + 1) * slab, (2 * i + 2) * slab), [G, 1, nb, d]);
+      });
       if (run.members.length === 1) feeds.bm = f32Tensor(HAS_PAST, [1, 1]);
       else {
         const bm = new Float32Array(n * nb).fill(-Infinity);
@@ -712,21 +783,12 @@ export class CpuBackend implements Backend {
     const attOps = order.filter((a) => a.op!.kind === 'attention').map((a) => a.op as Extract<OpRec, { kind: 'attention' }>);
     const half = this.kvPrecision === 'f16';
     const KT = half ? DT.FLOAT16 : DT.FLOAT;
-    // Part B of every layer's attention, gathered by the host into one input: [2·layers·G, nb, d]
-    // (layer i's K heads, then its V heads, …), cast once, split per layer into [G, 1, nb, d].
-    const partB: string[] = [];
     const newKV: string[] = [];
     if (attOps.length) {
-      const { nKVHeads: G, headDim: d } = attOps[0].p;
       g.input('cm', DT.FLOAT, ['n', 'n']);
       g.input('am', DT.FLOAT, [1]);
       g.input('bm', DT.FLOAT, ['bmr', 'bmc']);
-      let kvb = g.input('kvb', KT, [2 * attOps.length * G, 'lb', d]);
-      if (half) kvb = g.op('Cast', [kvb], { to: DT.FLOAT });
-      const parts = attOps.length === 1 ? [kvb] : g.node('Split', [kvb], { axis: 0 }, { nOut: 2 * attOps.length });
-      for (const x of parts) partB.push(g.op('Unsqueeze', [x, g.i64([1])]));
     }
-    let attOrdinal = 0;
     const value = new Map<CpuAct, string>();
     const v = (x: CpuAct): string => value.get(x) ?? `x${inputIndex.get(x)}`;
 
@@ -743,7 +805,8 @@ export class CpuBackend implements Backend {
       }
       if (!w.raw) throw new Error(`CPU backend: weight ${w.name} is no longer on the host`);
       const m = packMatrix(w.info, w.raw, this.precision);
-      this.residentBytes += packedBytes(m);
+      w.packedBytes = packedBytes(m);
+      this.residentBytes += w.packedBytes;
       // The packed form replaces the GGUF bytes (peak memory: one form per matrix, plus onnxruntime's).
       if (w.name !== 'token_embd.weight') w.raw = null;
       packed.set(a, m);
@@ -804,7 +867,9 @@ export class CpuBackend implements Backend {
           const cast = (x: string) => (half ? g.op('Cast', [x], { to: DT.FLOAT }) : x);
           const kA = heads.map((h) => cast(g.input(`kA${l}_${h}`, KT, ['la', d])));
           const vA = heads.map((h) => cast(g.input(`vA${l}_${h}`, KT, ['la', d])));
-          const i = attOrdinal++;
+          // Part B: the host gathers this layer's other cached keys/values, [G, 1, nb, d] (one slab of its scratch).
+          const kB = cast(g.input(`kB${l}`, KT, [G, 1, 'lb', d]));
+          const vB = cast(g.input(`vB${l}`, KT, [G, 1, 'lb', d]));
           const r = emitAttention(g, {
             q: v(op.q),
             k: v(op.k),
@@ -815,8 +880,8 @@ export class CpuBackend implements Backend {
             scale: op.p.scale,
             kA,
             vA,
-            kB: partB[2 * i],
-            vB: partB[2 * i + 1],
+            kB,
+            vB,
             aMask: 'am',
             bMask: 'bm',
             nMask: 'cm',

@@ -110,13 +110,6 @@ export class CpuKVCache implements KVCache, KVStore {
     }
     return a;
   }
-
-  /** Per KV head, the layer's keys (which 0) or values as [capacity, headDim] views (tests). */
-  heads(layer: number, which: 0 | 1): KVArray[] {
-    const a = this.array(0, layer, which);
-    const n = this.capacity * this.headDim;
-    return Array.from({ length: this.nKVHeads }, (_, h) => a.subarray(h * n, (h + 1) * n));
-  }
 }
 
 // ---- page pool --------------------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 // per-run overhead of onnxruntime-node (public async API vs the synchronous binding), f32 MatMul and
 // com.microsoft MatMulNBits (4/8-bit, block 32/16, accuracy levels) at decode (1 row) and prefill rows.
 // Usage: npx tsx engine/backends/cpu/microbench.ts [overhead|matmul|nbits|all] [--threads N]
+//        npx tsx engine/backends/cpu/microbench.ts kv [--model F] [--ctx 512,4096,16384] [--threads N]
+//   kv: a whole decode step of the model at each context length, per KV variant — f32 vs f16 values
+//   (Uint16 + Cast in the graph), the step split into graphs of ≤ graphBytes vs one graph, contiguous cache vs the page pool (pages in order: one zero-copy
+//   run) vs scattered pages (every other page: all keys gathered each step) vs a batch of 4 sequences
+//   sharing the context's pages — alternating the variants, median ms per step. The cache is filled
+//   with random values instead of a prefill (attention costs the same).
 
 import * as ortPublic from 'onnxruntime-node';
 import { DT, F, GraphBuilder } from './onnx.js';
@@ -142,7 +148,99 @@ function runMatmul(label: Record<string, unknown>, model: Uint8Array, k: number,
   sess.dispose();
 }
 
+function flag(name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function kvDecode(): Promise<void> {
+  const { GGUFFile } = await import('../../gguf/reader.js');
+  const { loadTransformerConfig } = await import('../../model/config.js');
+  const { Transformer } = await import('../../model/transformer.js');
+  const { CpuBackend } = await import('./index.js');
+  const { defaultBenchModel } = await import('../../bench/engine.js');
+  const path = flag('model') ?? defaultBenchModel('q8_0');
+  const ctxs = (flag('ctx') ?? '512,4096,16384').split(',').map(Number);
+  const steps = Number(flag('steps') ?? 6);
+  const rounds = Number(flag('rounds') ?? 3);
+  const file = GGUFFile.open(path);
+  const cfg = loadTransformerConfig(file);
+  const load = (kv: 'f16' | 'f32', graphBytes?: number) => {
+    const b = new CpuBackend({ threads, kv, graphBytes });
+    const m = new Transformer(cfg, b);
+    m.load(file);
+    return { b, m };
+  };
+  const sides = { f16: load('f16'), f32: load('f32'), f16one: load('f16', Infinity) };
+  type Side = keyof typeof sides;
+  file.close();
+  const { nLayers: L, nKVHeads: G, headDim: d } = cfg;
+  const fill = (a: Float32Array | Uint16Array) => {
+    let s = 1;
+    for (let i = 0; i < a.length; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      if (a instanceof Uint16Array) a[i] = 0x2c00 + (s >>> 22); // halves in [1/16, 1): finite
+      else a[i] = (s >>> 8) / 2 ** 24 - 0.5;
+    }
+  };
+  type Kv = import('../../model/backend.js').KVCache;
+  for (const ctx of ctxs) {
+    const nP = Math.ceil((ctx + 1) / 64);
+    const pool = sides.f16.b.createKVPool({ nLayers: L, nKVHeads: G, headDim: d, pageSize: 64, nPages: 2 * nP + 4 * 2, dtype: 'f16' }) as import('./kv.js').CpuKVPool;
+    const paged = (table: number[]): Kv => ({ pool, pageSize: 64, pageTable: Int32Array.from(table), pageTableVersion: 0, length: ctx, capacity: table.length * 64, commit() {}, truncate() {}, free() {} }) as unknown as Kv;
+    for (let b = 0; b < Math.ceil(pool.nPages / pool.arenaPages); b++) for (let l = 0; l < L; l++) for (const w of [0, 1] as const) fill(pool.array(b, l, w));
+    const contiguous = (side: Side): Kv => {
+      const kv = sides[side].m.createKV(ctx + 1) as import('./kv.js').CpuKVCache;
+      for (let l = 0; l < L; l++) for (const w of [0, 1] as const) fill(kv.array(0, l, w));
+      return kv;
+    };
+    // Batch: 4 sequences sharing the context's full pages, each with its own copy of the last one.
+    const full = Math.floor(ctx / 64);
+    const shared = Array.from({ length: full }, (_, i) => i);
+    const batch = [0, 1, 2, 3].map((j) => paged([...shared, 2 * nP + 2 * j, 2 * nP + 2 * j + 1].slice(0, nP)));
+    const variants: { name: string; side: Side; kvs: Kv[] }[] = [
+      { name: 'f32 contiguous', side: 'f32', kvs: [contiguous('f32')] },
+      { name: 'f16 contiguous', side: 'f16', kvs: [contiguous('f16')] },
+      { name: 'f16 contiguous, one graph per step', side: 'f16one', kvs: [contiguous('f16one')] },
+      { name: 'f16 paged', side: 'f16', kvs: [paged(Array.from({ length: nP }, (_, i) => i))] },
+      { name: 'f16 scattered', side: 'f16', kvs: [paged(Array.from({ length: nP }, (_, i) => 2 * i))] },
+      { name: 'f16 batch of 4 (shared pages)', side: 'f16', kvs: batch },
+    ];
+    const only = flag('only')?.split(',');
+    if (only) variants.splice(0, variants.length, ...variants.filter((v) => only.some((o) => v.name.includes(o))));
+    const times = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+    const step = async (v: (typeof variants)[number]) => {
+      const n = v.kvs.length;
+      await sides[v.side].m.forward({
+        tokens: Int32Array.from({ length: n }, (_, i) => 100 + i),
+        positions: new Int32Array(n).fill(ctx),
+        seqs: v.kvs.map((kv, i) => ({ kv, row: i, n: 1, pos: ctx })),
+        logitRows: Array.from({ length: n }, (_, i) => i),
+      });
+    };
+    for (const v of variants) await step(v); // compile, first touch
+    for (let r = 0; r < rounds; r++) {
+      for (const v of variants) {
+        for (let i = 0; i < steps; i++) {
+          const t0 = performance.now();
+          await step(v);
+          times.get(v.name)!.push(performance.now() - t0);
+        }
+      }
+    }
+    const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+    for (const v of variants) {
+      const ms = median(times.get(v.name)!);
+      const bytesPerToken = 2 * L * G * d * (v.name.startsWith('f32') ? 4 : 2);
+      console.log(JSON.stringify({ bench: 'kv-decode', ctx, variant: v.name, msPerStep: +ms.toFixed(2), tokensPerS: +((v.kvs.length / ms) * 1000).toFixed(2), kvBytesPerToken: bytesPerToken, threads }));
+    }
+    pool.dispose();
+  }
+  for (const s of Object.values(sides)) s.b.dispose();
+}
+
 async function main(): Promise<void> {
+  if (what === 'kv') return kvDecode();
   if (what === 'overhead' || what === 'all') await overhead();
   const shapes: [number, number][] = [
     [896, 896],
