@@ -9,8 +9,8 @@
 //   per-query-block `select`, one head at a time (select is shared by all heads of a run).
 // Quality is attention recall exp(lse_sparse − lse_full) per row (Qwen2.5-1M, seed_systems.md §1.7).
 
-import type { AttentionResult, CpuAttention } from '../cpu-attention.js';
-import { attentionRef } from '../../model/ref-ops.js';
+import type { AttentionResult, CpuAttention, CpuAttentionInput } from '../cpu-attention.js';
+import { attentionRef, mergeAttentionRef } from '../../model/ref-ops.js';
 import { buildIndex, indexMasks, type HeadInput, type SparseIndex, type SparsePattern } from './patterns.js';
 
 export interface HeadGroupInput {
@@ -64,29 +64,68 @@ export function denseAttentionRef(a: HeadGroupInput): AttentionResult {
   return attentionRef({ q: a.q, k: a.k.subarray(0, a.nK * a.headDim), v: a.v.subarray(0, a.nK * a.headDim), nQ: a.nQ, nK: a.nK, nHeads: a.nHeads, nKVHeads: 1, headDim: a.headDim, scale: a.scale, qPos0: a.qPos0 });
 }
 
-/** Fast CPU path: CpuAttention per head with the index as its key selection. */
+/** Ranges at least this wide go to the tile graph as zero-copy views; narrower ones and columns are gathered. */
+export const GATHER_BELOW = 256;
+/** Most keys per tile (64 query rows × 16K keys = 1M score floats per ORT run). */
+const TILE_KEYS = 16384;
+
+/**
+ * Fast CPU path: CpuAttention's tile graph per head and query block. Wide ranges are passed as views of
+ * the cache; narrow ranges (slash blocks) and columns are gathered, ascending, into one dense tile — as
+ * MInference's kernel gathers columns (PIT) — so a block with many slash ranges costs a few ORT runs,
+ * not one per range. Partial tiles merge exactly by lse.
+ */
 export function sparseAttentionCpu(attn: CpuAttention, a: HeadGroupInput, idx: SparseIndex[]): AttentionResult {
   const { nQ, nHeads, headDim: d } = a;
   const out = new Float32Array(nQ * nHeads * d);
-  const lse = new Float32Array(nHeads * nQ);
+  const lse = new Float32Array(nHeads * nQ).fill(-Infinity);
   for (let h = 0; h < nHeads; h++) {
     const x = idx[h];
-    const r = attn.run({
-      q: headInput(a, h).q,
-      nQ,
-      qPos0: a.qPos0,
-      k: [a.k],
-      v: [a.v],
-      nK: a.nK,
-      nHeads: 1,
-      nKVHeads: 1,
-      headDim: d,
-      scale: a.scale,
-      select: (q0) => x.blocks[Math.floor(q0 / x.block)],
-      selectBlock: x.block,
-    });
-    for (let i = 0; i < nQ; i++) out.set(r.out.subarray(i * d, (i + 1) * d), i * nHeads * d + h * d);
-    lse.set(r.lse, h * nQ);
+    const input: CpuAttentionInput = { q: headInput(a, h).q, nQ, qPos0: a.qPos0, k: [a.k], v: [a.v], nK: a.nK, nHeads: 1, nKVHeads: 1, headDim: d, scale: a.scale };
+    for (let b = 0; b < x.blocks.length; b++) {
+      const q0 = b * x.block;
+      const q1 = Math.min(nQ, q0 + x.block);
+      const n = q1 - q0;
+      const horizon = Math.min(a.nK, a.qPos0 + q1);
+      const sel = x.blocks[b];
+      let acc: AttentionResult | null = null;
+      const fold = (r: AttentionResult) => {
+        acc = acc ? mergeAttentionRef(acc.out, acc.lse, r.out, r.lse, n, 1, d) : r;
+      };
+      const gathered: number[] = [];
+      let ci = 0;
+      const cols = sel.columns ?? new Int32Array(0);
+      for (const [s0, s1] of sel.ranges) {
+        const e = Math.min(s1, horizon);
+        if (s0 >= e) continue;
+        while (ci < cols.length && cols[ci] < s0) gathered.push(cols[ci++]);
+        if (e - s0 < GATHER_BELOW) {
+          for (let j = s0; j < e; j++) gathered.push(j);
+          continue;
+        }
+        for (let k0 = s0; k0 < e; k0 += TILE_KEYS) {
+          const k1 = Math.min(e, k0 + TILE_KEYS);
+          const kpos = new Float32Array(k1 - k0);
+          for (let j = 0; j < kpos.length; j++) kpos[j] = k0 + j;
+          fold(attn.tile(input, q0, q1, [a.k.subarray(k0 * d, k1 * d)], [a.v.subarray(k0 * d, k1 * d)], kpos));
+        }
+      }
+      while (ci < cols.length && cols[ci] < horizon) gathered.push(cols[ci++]);
+      for (let c0 = 0; c0 < gathered.length; c0 += TILE_KEYS) {
+        const part = gathered.slice(c0, c0 + TILE_KEYS);
+        const kt = new Float32Array(part.length * d);
+        const vt = new Float32Array(part.length * d);
+        for (let j = 0; j < part.length; j++) {
+          kt.set(a.k.subarray(part[j] * d, (part[j] + 1) * d), j * d);
+          vt.set(a.v.subarray(part[j] * d, (part[j] + 1) * d), j * d);
+        }
+        fold(attn.tile(input, q0, q1, [kt], [vt], Float32Array.from(part)));
+      }
+      const r = acc as AttentionResult | null;
+      if (!r) continue; // attends nothing: out 0, lse −∞
+      for (let i = 0; i < n; i++) out.set(r.out.subarray(i * d, (i + 1) * d), (q0 + i) * nHeads * d + h * d);
+      lse.set(r.lse, h * nQ + q0);
+    }
   }
   return { out, lse };
 }
