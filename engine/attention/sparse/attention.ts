@@ -11,7 +11,7 @@
 
 import type { AttentionResult, CpuAttention, CpuAttentionInput } from '../cpu-attention.js';
 import { attentionRef, mergeAttentionRef } from '../../model/ref-ops.js';
-import { buildIndex, indexMasks, type HeadInput, type SparseIndex, type SparsePattern } from './patterns.js';
+import { buildIndex, indexMasks, type HeadInput, type SparseIndex, type SparsePattern, type VerticalSlashEstimate } from './patterns.js';
 
 export interface HeadGroupInput {
   /** Queries [nQ, nHeads·headDim] of this group's query heads; row i sits at position qPos0 + i. */
@@ -36,8 +36,8 @@ export function headInput(a: HeadGroupInput, h: number): HeadInput {
 }
 
 /** Per-head indices for per-head patterns (online estimation where the pattern needs it). */
-export function buildGroupIndex(a: HeadGroupInput, patterns: SparsePattern[]): SparseIndex[] {
-  return patterns.map((p, h) => buildIndex(p, headInput(a, h)));
+export function buildGroupIndex(a: HeadGroupInput, patterns: SparsePattern[], estimate?: VerticalSlashEstimate): SparseIndex[] {
+  return patterns.map((p, h) => buildIndex(p, headInput(a, h), undefined, estimate));
 }
 
 /** Plain reference: attentionRef with the index's key sets as `keep`. out [nQ, nHeads·d], lse [nHeads, nQ]. */

@@ -119,21 +119,22 @@ export function aShapeIndex(sink: number, local: number, nQ: number, qPos0: numb
 // ---------------------------------------------------------------- vertical-slash
 
 /**
- * Online estimate (Alg. 2) from the last min(64, nQ) queries: softmax over all causally visible keys,
- * column sums and diagonal sums, forced sinks and local diagonals, top-k of each.
+ * Â for the vertical-slash estimate: the causal softmax of the last L = min(64, nQ) queries over all
+ * keys, [L, nK] row-major (zeros right of each row's diagonal). Plain reference; the CPU path computes
+ * the same with one ORT graph (estimate-cpu.ts).
  */
-export function estimateVerticalSlash(h: HeadInput, vertical: number, slash: number): VerticalSlash {
+export function lastQueryProbs(h: HeadInput): Float32Array {
   const { nQ, nK, qPos0, headDim: d, scale } = h;
   const L = Math.min(LAST_Q, nQ);
-  const vert = new Float64Array(nK);
-  const diag = new Float64Array(nK); // offset o = i − j ∈ [0, nK)
+  const probs = new Float32Array(L * nK);
   const s = new Float64Array(nK);
-  for (let r = nQ - L; r < nQ; r++) {
-    const last = Math.min(nK - 1, qPos0 + r);
+  for (let r = 0; r < L; r++) {
+    const row = nQ - L + r;
+    const last = Math.min(nK - 1, qPos0 + row);
     let m = -Infinity;
     for (let j = 0; j <= last; j++) {
       let dot = 0;
-      for (let t = 0; t < d; t++) dot += h.q[r * d + t] * h.k[j * d + t];
+      for (let t = 0; t < d; t++) dot += h.q[row * d + t] * h.k[j * d + t];
       s[j] = dot * scale;
       if (s[j] > m) m = s[j];
     }
@@ -142,10 +143,24 @@ export function estimateVerticalSlash(h: HeadInput, vertical: number, slash: num
       s[j] = Math.exp(s[j] - m);
       sum += s[j];
     }
+    for (let j = 0; j <= last; j++) probs[r * nK + j] = s[j] / sum;
+  }
+  return probs;
+}
+
+/**
+ * Selection from Â (Alg. 2): column sums and sums along diagonals (offset o = i − j of row position
+ * i = qPos0 + nQ − L + r), forced sinks and local diagonals, top-k of each.
+ */
+export function verticalSlashFromProbs(probs: Float32Array, L: number, nK: number, rowPos0: number, vertical: number, slash: number): VerticalSlash {
+  const vert = new Float64Array(nK);
+  const diag = new Float64Array(nK);
+  for (let r = 0; r < L; r++) {
+    const last = Math.min(nK - 1, rowPos0 + r);
     for (let j = 0; j <= last; j++) {
-      const p = s[j] / sum;
+      const p = probs[r * nK + j];
       vert[j] += p;
-      diag[qPos0 + r - j] += p;
+      diag[rowPos0 + r - j] += p;
     }
   }
   for (let j = 0; j < Math.min(nK, VS_FORCED_COLUMNS); j++) vert[j] = Infinity;
@@ -153,6 +168,12 @@ export function estimateVerticalSlash(h: HeadInput, vertical: number, slash: num
   const kv = Math.min(nK, Math.max(vertical, VS_MIN_VERTICAL));
   const ks = Math.min(nK, Math.max(slash, VS_MIN_SLASH));
   return { columns: topK(vert, kv), offsets: topK(diag, ks) };
+}
+
+/** Online estimate (Alg. 2) from the last min(64, nQ) queries, plain reference. */
+export function estimateVerticalSlash(h: HeadInput, vertical: number, slash: number): VerticalSlash {
+  const L = Math.min(LAST_Q, h.nQ);
+  return verticalSlashFromProbs(lastQueryProbs(h), L, h.nK, h.qPos0 + h.nQ - L, vertical, slash);
 }
 
 /**
@@ -225,15 +246,18 @@ export function blockSparseIndex(h: HeadInput, topBlocks: number, block = SPARSE
 
 // ---------------------------------------------------------------- common
 
+/** How the vertical-slash estimate is computed (default: the plain reference; CPU: estimate-cpu.ts). */
+export type VerticalSlashEstimate = (h: HeadInput, vertical: number, slash: number) => VerticalSlash;
+
 /** The index of a pattern for one head (dense: every causal key). */
-export function buildIndex(p: SparsePattern, h: HeadInput, block = SPARSE_BLOCK): SparseIndex {
+export function buildIndex(p: SparsePattern, h: HeadInput, block = SPARSE_BLOCK, estimate: VerticalSlashEstimate = estimateVerticalSlash): SparseIndex {
   switch (p.kind) {
     case 'dense':
       return aShapeIndex(0, h.nK, h.nQ, h.qPos0, h.nK, block);
     case 'a-shape':
       return aShapeIndex(p.sink, p.local, h.nQ, h.qPos0, h.nK, block);
     case 'vertical-slash':
-      return verticalSlashIndex(estimateVerticalSlash(h, p.vertical, p.slash), h.nQ, h.qPos0, h.nK, block);
+      return verticalSlashIndex(estimate(h, p.vertical, p.slash), h.nQ, h.qPos0, h.nK, block);
     case 'block-sparse':
       return blockSparseIndex(h, p.blocks, block);
   }
