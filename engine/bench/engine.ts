@@ -284,6 +284,8 @@ export async function run(args: string[]): Promise<number> {
   const peakRssMb = process.resourceUsage().maxRSS / 1024;
   const stats = (backend as unknown as { stats?: unknown; residentBytes?: number }).stats;
   const resident = (backend as unknown as { residentBytes?: number }).residentBytes;
+  // WebGPU: buffers alive now and at their peak (engine/backends/webgpu/device.ts counts them).
+  const gpuMemory = (backend as unknown as { ctx?: { memory?: { bytes: number; peakBytes: number } } }).ctx?.memory;
   lengths.forEach((n, i) => {
     const o = ours[i]!;
     const t = theirs[i];
@@ -299,7 +301,7 @@ export async function run(args: string[]): Promise<number> {
       prompt: n,
       decode_steps: nGen,
       kv: kvMode,
-      repokv: { prefill_tps: +o.prefill_tps.toFixed(1), decode_tps: +o.decode_tps.toFixed(2), load_ms: Math.round(loadMs), first_step_ms: Math.round(warmupMs), peak_rss_mb: Math.round(peakRssMb), weights_resident_mb: resident !== undefined ? Math.round(resident / 2 ** 20) : undefined },
+      repokv: { prefill_tps: +o.prefill_tps.toFixed(1), decode_tps: +o.decode_tps.toFixed(2), load_ms: Math.round(loadMs), first_step_ms: Math.round(warmupMs), peak_rss_mb: Math.round(peakRssMb), weights_resident_mb: resident !== undefined ? Math.round(resident / 2 ** 20) : undefined, gpu_mb: gpuMemory ? Math.round(gpuMemory.bytes / 2 ** 20) : undefined, gpu_peak_mb: gpuMemory ? Math.round(gpuMemory.peakBytes / 2 ** 20) : undefined },
     };
     if (t && peerInfo) {
       rec['llama.cpp'] = { prefill_tps: +t.prefill_tps.toFixed(1), decode_tps: +t.decode_tps.toFixed(2), load_ms: Math.round(peerInfo.loadMs), peak_rss_mb: Math.round(peerInfo.peakRssMb), version: peerInfo.version };

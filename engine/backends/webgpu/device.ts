@@ -45,6 +45,32 @@ export interface GpuContext {
   limits: GPUSupportedLimits;
   /** Lost-device message, once lost. */
   lost?: string;
+  /** Bytes of GPU buffers alive now and at most so far (weights, KV, activations, staging). */
+  memory: { bytes: number; peakBytes: number };
+}
+
+/**
+ * Counts every buffer the device creates and destroys, wherever in the backend that happens, so
+ * `repokv bench engine` and `doctor` can report GPU memory (WebGPU has no query for it).
+ */
+function trackBuffers(device: GPUDevice, memory: { bytes: number; peakBytes: number }): void {
+  const create = device.createBuffer.bind(device);
+  device.createBuffer = (desc: GPUBufferDescriptor): GPUBuffer => {
+    const b = create(desc);
+    const size = b.size;
+    memory.bytes += size;
+    memory.peakBytes = Math.max(memory.peakBytes, memory.bytes);
+    const destroy = b.destroy.bind(b);
+    let alive = true;
+    b.destroy = (): undefined => {
+      if (alive) {
+        alive = false;
+        memory.bytes -= size;
+      }
+      return destroy();
+    };
+    return b;
+  };
 }
 
 const SOFTWARE_NAMES = /llvmpipe|lavapipe|swiftshader|software|softpipe|warp|microsoft basic render/i;
@@ -161,7 +187,9 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   } catch (e) {
     throw new UserError(`The WebGPU adapter ${facts.device || facts.description} refused to create a device (${(e as Error).message}); update the GPU driver or use --backend cpu.`);
   }
-  const ctx: GpuContext = { device, adapter: facts, subgroups: useSub, f16: useF16, adapterFeatures: offered.sort(), limits: device.limits };
+  const memory = { bytes: 0, peakBytes: 0 };
+  trackBuffers(device, memory);
+  const ctx: GpuContext = { device, adapter: facts, subgroups: useSub, f16: useF16, adapterFeatures: offered.sort(), limits: device.limits, memory };
   void device.lost.then((info) => {
     ctx.lost = info.message || String(info.reason);
   });
