@@ -56,6 +56,29 @@ export interface KVCache {
   free(): void;
 }
 
+/**
+ * The bookkeeping every contiguous KV cache shares (length, capacity, truncate, commit); backends
+ * extend it with their storage and override free() to release it.
+ */
+export abstract class ContiguousKVCache implements KVCache {
+  length = 0;
+  constructor(readonly opts: KVCacheOptions) {}
+  get capacity(): number {
+    return this.opts.capacity;
+  }
+  truncate(n: number): void {
+    if (n < 0 || n > this.length) throw new Error(`cannot truncate a KV cache of ${this.length} tokens to ${n}`);
+    this.length = n;
+  }
+  commit(n: number): void {
+    if (n < 0 || n > this.capacity) throw new Error(`cannot commit ${n} tokens to a KV cache of capacity ${this.capacity}`);
+    this.length = n;
+  }
+  free(): void {
+    this.length = 0;
+  }
+}
+
 export interface KVCacheOptions {
   nLayers: number;
   nKVHeads: number;

@@ -4,7 +4,7 @@
 
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize } from '../../gguf/quant.js';
-import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { ContiguousKVCache, isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
 import { HostKVPool } from '../../kv/host-pool.js';
 import { addRef, attentionRef, matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../model/ref-ops.js';
 import type { GGMLType } from '../../gguf/types.js';
@@ -30,29 +30,15 @@ export interface ReferenceOptions {
 }
 
 /** Host-memory KV cache: per layer, K and V as [capacity, nKVHeads*headDim]. */
-export class HostKVCache implements KVCache {
-  length = 0;
+export class HostKVCache extends ContiguousKVCache {
   readonly k: Float32Array[];
   readonly v: Float32Array[];
   readonly rowSize: number;
-  constructor(readonly opts: KVCacheOptions) {
+  constructor(opts: KVCacheOptions) {
+    super(opts);
     this.rowSize = opts.nKVHeads * opts.headDim;
     this.k = Array.from({ length: opts.nLayers }, () => new Float32Array(opts.capacity * this.rowSize));
     this.v = Array.from({ length: opts.nLayers }, () => new Float32Array(opts.capacity * this.rowSize));
-  }
-  get capacity(): number {
-    return this.opts.capacity;
-  }
-  truncate(n: number): void {
-    if (n < 0 || n > this.length) throw new Error(`cannot truncate a KV cache of ${this.length} tokens to ${n}`);
-    this.length = n;
-  }
-  commit(n: number): void {
-    if (n < 0 || n > this.capacity) throw new Error(`cannot commit ${n} tokens to a KV cache of capacity ${this.capacity}`);
-    this.length = n;
-  }
-  free(): void {
-    this.length = 0;
   }
 }
 

@@ -17,7 +17,7 @@ import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { GGMLType, typeName } from '../../gguf/types.js';
 import { canDequantize, dequantize } from '../../gguf/quant.js';
 import { UserError } from '../../errors.js';
-import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { ContiguousKVCache, isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
 import { createGpuContext, limitsObject, type DeviceOptions, type GpuContext } from './device.js';
 import { PipelineCache, type Defines } from './kernels.js';
 import { ATTENTION_OTHER_BINDINGS, GpuKVPool, MAX_ARENAS, type KVPoolHost } from './kv-pool.js';
@@ -69,30 +69,19 @@ export class GpuWeight implements Weight {
   ) {}
 }
 
-export class GpuKVCache implements KVCache {
-  length = 0;
+export class GpuKVCache extends ContiguousKVCache {
   readonly rowSize: number;
   constructor(
-    readonly opts: KVCacheOptions,
+    opts: KVCacheOptions,
     readonly k: GPUBuffer[],
     readonly v: GPUBuffer[],
     readonly f16: boolean,
   ) {
+    super(opts);
     this.rowSize = opts.nKVHeads * opts.headDim;
   }
-  get capacity(): number {
-    return this.opts.capacity;
-  }
-  truncate(n: number): void {
-    if (n < 0 || n > this.length) throw new Error(`cannot truncate a KV cache of ${this.length} tokens to ${n}`);
-    this.length = n;
-  }
-  commit(n: number): void {
-    if (n < 0 || n > this.capacity) throw new Error(`cannot commit ${n} tokens to a KV cache of capacity ${this.capacity}`);
-    this.length = n;
-  }
-  free(): void {
-    this.length = 0;
+  override free(): void {
+    super.free();
     for (const b of [...this.k, ...this.v]) b.destroy();
     this.k.length = 0;
     this.v.length = 0;
