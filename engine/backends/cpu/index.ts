@@ -707,10 +707,12 @@ export class CpuBackend implements Backend {
     const nb = plan.nb;
     if (nb === 0) {
       for (const t of atts) {
-        feeds[`kB${t.p.layer}`] = kvTensor(this.zeros(G * d), [G, 1, 1, d]);
-        feeds[`vB${t.p.layer}`] = kvTensor(this.zeros(G * d), [G, 1, 1, d]);
+        for (let h = 0; h < G; h++) {
+          feeds[`kB${t.p.layer}_${h}`] = kvTensor(this.zeros(d), [1, d]);
+          feeds[`vB${t.p.layer}_${h}`] = kvTensor(this.zeros(d), [1, d]);
+        }
       }
-      feeds.bm = f32Tensor(NO_PAST, [1, 1]);
+      feeds.bm = f32Tensor(filled(-Infinity, n), [n, 1]);
     } else {
       const B = this.scratch('b', nB * nb * d) as Float32Array;
       atts.forEach((t, i) => {
@@ -729,11 +731,13 @@ export class CpuBackend implements Backend {
         }
       });
       atts.forEach((t, i) => {
-        const slab = G * nb * d;
-        feeds[`kB${t.p.layer}`] = kvTensor(B.subarray(2 * i * slab, (2 * i + 1) * slab), [G, 1, nb, d]);
-        feeds[`vB${t.p.layer}`] = kvTensor(B.subarray((2 * i + 1) * slab, (2 * i + 2) * slab), [G, 1, nb, d]);
+        for (let h = 0; h < G; h++) {
+          const at = (which: number) => ((i * 2 + which) * G + h) * nb * d;
+          feeds[`kB${t.p.layer}_${h}`] = kvTensor(B.subarray(at(0), at(0) + nb * d), [nb, d]);
+          feeds[`vB${t.p.layer}_${h}`] = kvTensor(B.subarray(at(1), at(1) + nb * d), [nb, d]);
+        }
       });
-      if (run.members.length === 1) feeds.bm = f32Tensor(HAS_PAST, [1, 1]);
+      if (run.members.length === 1) feeds.bm = f32Tensor(filled(0, n * nb), [n, nb]);
       else {
         const bm = new Float32Array(n * nb).fill(-Infinity);
         run.members.forEach((m, j) => {
@@ -787,7 +791,11 @@ export class CpuBackend implements Backend {
     if (attOps.length) {
       g.input('cm', DT.FLOAT, ['n', 'n']);
       g.input('am', DT.FLOAT, [1]);
-      g.input('bm', DT.FLOAT, ['bmr', 'bmc']);
+      // [n, nb] exactly (not a broadcastable [1, 1]): with symbolic dims onnxruntime can infer every
+      // score shape, and its planner then reuses the big score buffers from layer to layer (an
+      // unknown mask shape measured 2.7× slower at a 512-row prefill: every score tensor freshly
+      // allocated, page faults without the memory arena).
+      g.input('bm', DT.FLOAT, ['n', 'lb']);
     }
     const value = new Map<CpuAct, string>();
     const v = (x: CpuAct): string => value.get(x) ?? `x${inputIndex.get(x)}`;
@@ -867,9 +875,9 @@ export class CpuBackend implements Backend {
           const cast = (x: string) => (half ? g.op('Cast', [x], { to: DT.FLOAT }) : x);
           const kA = heads.map((h) => cast(g.input(`kA${l}_${h}`, KT, ['la', d])));
           const vA = heads.map((h) => cast(g.input(`vA${l}_${h}`, KT, ['la', d])));
-          // Part B: the host gathers this layer's other cached keys/values, [G, 1, nb, d] (one slab of its scratch).
-          const kB = cast(g.input(`kB${l}`, KT, [G, 1, 'lb', d]));
-          const vB = cast(g.input(`vB${l}`, KT, [G, 1, 'lb', d]));
+          // Part B: the host gathers this layer's other cached keys/values per head, [nb, d].
+          const kB = heads.map((h) => cast(g.input(`kB${l}_${h}`, KT, ['lb', d])));
+          const vB = heads.map((h) => cast(g.input(`vB${l}_${h}`, KT, ['lb', d])));
           const r = emitAttention(g, {
             q: v(op.q),
             k: v(op.k),
@@ -919,6 +927,17 @@ export class CpuBackend implements Backend {
     this.stats.compileMs += performance.now() - t0;
     return seg;
   }
+}
+
+const fills = new Map<number, Float32Array>();
+/** n copies of v (0 or −∞), from a shared buffer that only grows (never written by a graph). */
+function filled(v: number, n: number): Float32Array {
+  let b = fills.get(v);
+  if (!b || b.length < n) {
+    b = new Float32Array(Math.max(n, 2 * (b?.length ?? 0), 1024)).fill(v);
+    fills.set(v, b);
+  }
+  return b.subarray(0, n);
 }
 
 const NO_PAST = Float32Array.of(-Infinity);

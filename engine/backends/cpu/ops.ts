@@ -77,12 +77,12 @@ export interface AttentionEmit {
   /** Part A, per KV head: keys/values of one run of the cache, f32 [la, d] (zero-copy views, cast). */
   kA: string[];
   vA: string[];
-  /** Part B: the other cached keys/values, gathered, f32 [G, 1, nb, d]. */
-  kB: string;
-  vB: string;
+  /** Part B, per KV head: the other cached keys/values, gathered by the host, f32 [nb, d]. */
+  kB: string[];
+  vB: string[];
   /** [1]: 0, or −∞ when part A is a placeholder (one zero key: reductions over an empty axis do not reduce in onnxruntime). */
   aMask: string;
-  /** Additive mask of part B, broadcastable to [n, nb] (which sequence of a batch sees which key). */
+  /** Additive mask of part B, [n, nb] (which sequence of a batch sees which key; declared [n, nb] so that shapes stay inferable). */
   bMask: string;
   /** Additive mask among the new rows [n, n]: causal within a sequence, −∞ across sequences. */
   nMask: string;
@@ -91,44 +91,48 @@ export interface AttentionEmit {
 }
 
 /**
- * Causal GQA attention of n new rows over three parts of keys — a run of the cache (A, per-head
- * zero-copy views), the rest of the cache gathered (B), and the new rows themselves (N) — inside the
- * step's graph. One softmax over all three without joining them (a shared row max m, exp of each part,
- * the sums), then P·V of each part. Parts B and N are batched over the KV heads ([G, grp, n, ·]); part
- * A is per head (each head's slab is its own view). Returns the output [n, H·d] and the new K/V rows
+ * Causal GQA attention of n new rows over three parts of keys — a run of the cache (A, zero-copy
+ * views), the rest of the cache gathered (B), and the new rows themselves (N) — inside the step's
+ * graph. Per KV head: one softmax over all three parts without joining them (a shared row max m, exp
+ * of each part, the sums), then P·V of each part. Returns the output [n, H·d] and the new K/V rows
  * [G, n, d] (in the cache's element type) for the host to store.
+ *
+ * Every shape here must stay inferable by onnxruntime (symbolic n, la, lb): its planner then reuses
+ * the big score buffers from layer to layer. One mask of unknown shape made every score tensor a fresh
+ * allocation — page faults, 2.7× slower at a 512-row prefill over 3.5K keys (the memory arena is off).
  */
 export function emitAttention(g: GraphBuilder, a: AttentionEmit): { out: string; kNew: string; vNew: string } {
   const { nHeads: H, nKVHeads: G, headDim: d } = a;
-  const grp = H / G;
   const f32 = (x: string) => (a.f16 ? g.op('Cast', [x], { to: DT.FLOAT }) : x);
-  const split = (x: string, axis = 0) => (G === 1 ? [x] : g.node('Split', [x], { axis }, { nOut: G }));
-  const concat = (xs: string[]) => (G === 1 ? xs[0] : g.op('Concat', xs, { axis: 0 }));
+  const perHead = (x: string) => {
+    if (G === 1) return [g.op('Squeeze', [x, g.i64([0])])];
+    return g.node('Split', [x], { axis: 0 }, { nOut: G }).map((p) => g.op('Squeeze', [p, g.i64([0])]));
+  };
   // [n, G·d] → [G, n, d] (rounded to f16 first: what the cache will hold is what is attended)
   const heads = (x: string) => g.op('Transpose', [g.op('Reshape', [a.f16 ? g.op('Cast', [x], { to: DT.FLOAT16 }) : x, g.i64([0, G, d])])], { perm: [1, 0, 2] });
   const kNew = heads(a.k);
   const vNew = heads(a.v);
-  const kN = g.op('Unsqueeze', [f32(kNew), g.i64([1])]); // [G, 1, n, d]
-  const vN = g.op('Unsqueeze', [f32(vNew), g.i64([1])]);
-  // [n, H·d] → [G, grp, n, d]
-  const q = g.op('Transpose', [g.op('Reshape', [a.q, g.i64([0, G, grp, d])])], { perm: [1, 2, 0, 3] });
-  const scores = (x: string, k: string) => g.op('FusedMatMul', [x, k], { transA: 0, transB: 1, alpha: new F(a.scale) }, 'com.microsoft');
+  const kN = perHead(f32(kNew)); // G × [n, d]
+  const vN = perHead(f32(vNew));
+  // [n, H·d] → [H, n, d] → G × [grp, n, d]
+  const qh = g.op('Transpose', [g.op('Reshape', [a.q, g.i64([0, H, d])])], { perm: [1, 0, 2] });
+  const qs = G === 1 ? [qh] : g.node('Split', [qh], { axis: 0 }, { nOut: G });
   const rmax = (x: string) => g.op('ReduceMax', [x], { axes: [-1], keepdims: 1 });
   const rsum = (x: string) => g.op('ReduceSum', [x, g.i64([-1])], { keepdims: 1 });
-  const qs = split(q);
-  const sA = qs.map((qh, h) => scores(qh, a.kA[h])); // [1, grp, n, la] each
-  const sB = g.op('Add', [scores(q, a.kB), a.bMask]); // [G, grp, n, nb]
-  const sN = g.op('Add', [scores(q, kN), a.nMask]); // [G, grp, n, n]
-  const mA = concat(sA.map(rmax));
-  const m = g.op('Max', [g.op('Add', [mA, a.aMask]), rmax(sB), rmax(sN)]); // [G, grp, n, 1], finite (the diagonal is visible)
-  const mAs = split(g.op('Sub', [m, a.aMask])); // +∞ for a placeholder A: its exps are 0
-  const eA = sA.map((s, h) => g.op('Exp', [g.op('Sub', [s, mAs[h]])]));
-  const lA = concat(eA.map(rsum));
-  const oA = concat(eA.map((e, h) => g.op('MatMul', [e, a.vA[h]])));
-  const eB = g.op('Exp', [g.op('Sub', [sB, m])]);
-  const eN = g.op('Exp', [g.op('Sub', [sN, m])]);
-  const l = g.op('Sum', [lA, rsum(eB), rsum(eN)]);
-  const o = g.op('Div', [g.op('Sum', [oA, g.op('MatMul', [eB, a.vB]), g.op('MatMul', [eN, vN])]), l]); // [G, grp, n, d]
-  const out = g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [o, g.i64([H, -1, d])])], { perm: [1, 0, 2] }), g.i64([-1, H * d])]);
-  return { out, kNew, vNew };
+  const outs: string[] = [];
+  for (let i = 0; i < G; i++) {
+    const mm = (k: string) => g.op('FusedMatMul', [qs[i], k], { transA: 0, transB: 1, alpha: new F(a.scale) }, 'com.microsoft');
+    const sA = mm(a.kA[i]); // [grp, n, la]
+    const sB = g.op('Add', [mm(a.kB[i]), a.bMask]); // [grp, n, nb]
+    const sN = g.op('Add', [mm(kN[i]), a.nMask]); // [grp, n, n]
+    const m = g.op('Max', [g.op('Add', [rmax(sA), a.aMask]), rmax(sB), rmax(sN)]); // [grp, n, 1], finite (the diagonal is visible)
+    const eA = g.op('Exp', [g.op('Sub', [sA, g.op('Sub', [m, a.aMask])])]); // a placeholder A: exp(−∞) = 0
+    const eB = g.op('Exp', [g.op('Sub', [sB, m])]);
+    const eN = g.op('Exp', [g.op('Sub', [sN, m])]);
+    const l = g.op('Sum', [rsum(eA), rsum(eB), rsum(eN)]);
+    const o = g.op('Sum', [g.op('MatMul', [eA, a.vA[i]]), g.op('MatMul', [eB, a.vB[i]]), g.op('MatMul', [eN, vN[i]])]);
+    outs.push(g.op('Div', [o, l])); // [grp, n, d]
+  }
+  const o = G === 1 ? outs[0] : g.op('Concat', outs, { axis: 0 }); // [H, n, d]
+  return { out: g.op('Reshape', [g.op('Transpose', [o], { perm: [1, 0, 2] }), g.i64([0, H * d])]), kNew, vNew };
 }
