@@ -15,6 +15,7 @@
 //   log-sum-exp of each row: every attention kernel returns (out, lse) so partial results merge).
 
 import type { GGUFTensorInfo } from '../gguf/reader.js';
+import type { SparsePattern } from '../attention/sparse/patterns.js';
 
 export type Act = { readonly rows: number; readonly cols: number };
 export type Weight = { readonly name: string; readonly dims: readonly number[] };
@@ -151,6 +152,27 @@ export interface AttentionParams {
   headDim: number;
   /** Softmax scale, usually 1/sqrt(headDim). */
   scale: number;
+  /**
+   * Sparse prefill (issue 8, engine/attention/sparse/): one pattern per query head, budgets already
+   * scaled for the context. Applies to each sequence slice of at least SPARSE_MIN_ROWS new rows (a
+   * prefill chunk); shorter slices (decode) stay dense. Only passed to backends with `sparse: true`.
+   */
+  sparse?: SparsePattern[];
+}
+
+/** A sequence slice with fewer new rows attends densely even when `AttentionParams.sparse` is set. */
+export const SPARSE_MIN_ROWS = 64;
+
+/** What sparse attention computed, accumulated by a backend across calls (benchmarks, status lines). */
+export interface SparseStats {
+  /** Sparse attention calls (layer × sequence slice). */
+  calls: number;
+  /** (query row, key) pairs attended, and what dense causal attention would have attended. */
+  keptEntries: number;
+  causalEntries: number;
+  /** Time spent estimating indices (last-64-query softmax, top-k, merge), and in sparse attention in all. */
+  estimateMs: number;
+  attentionMs: number;
 }
 
 export interface BackendInfo {
@@ -163,6 +185,17 @@ export interface BackendInfo {
 
 export interface Backend {
   readonly info: BackendInfo;
+  /**
+   * Optional: true when `attention` honours `AttentionParams.sparse`; `sparseStats` then accumulates
+   * what it computed (reset by the caller).
+   */
+  readonly sparse?: boolean;
+  sparseStats?: SparseStats;
+  /**
+   * Optional: called once before the first step when the engine may pass sparse patterns (a backend
+   * that compiles whole-step graphs must then keep attention outside them, see the CPU backend).
+   */
+  enableSparse?(): void;
 
   /** Uploads one tensor (raw GGUF blocks). The backend may repack; the bytes are not kept by the caller. */
   uploadWeight(t: GGUFTensorInfo, bytes: Uint8Array): Weight;

@@ -4,6 +4,7 @@
 // neighbours. Mirrors llama.cpp's graph (llm_build_llama / llm_build_qwen2 / llm_build_qwen3).
 
 import type { GGUFFile } from '../gguf/reader.js';
+import type { SparsePattern } from '../attention/sparse/patterns.js';
 import { UserError } from '../errors.js';
 import type { Act, Backend, KVCache, RopeConfig, SeqSlice, Weight } from './backend.js';
 
@@ -48,6 +49,8 @@ export interface Batch {
   seqs: SeqSlice[];
   /** Batch rows whose logits are wanted (e.g. the last row of each sequence). */
   logitRows: number[];
+  /** Sparse prefill: the patterns of layer l's query heads, or null for a dense layer (issue 8). */
+  sparse?: (layer: number) => SparsePattern[] | null;
 }
 
 export class Transformer {
@@ -152,7 +155,8 @@ export class Transformer {
       q = swap(b, q, b.rope(q, batch.positions, c.nHeads, c.headDim, c.rope));
       k = swap(b, k, b.rope(k, batch.positions, c.nKVHeads, c.headDim, c.rope));
       attn.layer = l;
-      const a = b.attention(q, k, v, batch.seqs, attn);
+      const sp = batch.sparse?.(l) ?? undefined;
+      const a = b.attention(q, k, v, batch.seqs, sp ? { ...attn, sparse: sp } : attn);
       if (a.cols !== qDim) throw new Error(`attention returned ${a.cols} columns, expected ${qDim}`);
       b.release(q);
       b.release(k);

@@ -11,7 +11,7 @@
 
 import type { AttentionResult, CpuAttention, CpuAttentionInput } from '../cpu-attention.js';
 import { attentionRef, mergeAttentionRef } from '../../model/ref-ops.js';
-import { buildIndex, indexMasks, type HeadInput, type SparseIndex, type SparsePattern, type VerticalSlashEstimate } from './patterns.js';
+import { buildIndex, indexDensity, indexMasks, SPARSE_BLOCK, type HeadInput, type SparseIndex, type SparsePattern, type VerticalSlashEstimate } from './patterns.js';
 
 export interface HeadGroupInput {
   /** Queries [nQ, nHeads·headDim] of this group's query heads; row i sits at position qPos0 + i. */
@@ -150,4 +150,48 @@ export function recallStats(r: Float64Array): RecallStats {
   let sum = 0;
   for (const x of s) sum += x;
   return { min: s.length ? s[0] : 1, p5: at(0.05), median: at(0.5), mean: s.length ? sum / s.length : 1 };
+}
+
+/** What sparse attention over token-major K/V keeps, for backends that take a `keep` predicate. */
+export interface TokenMajorSparse {
+  keep: (h: number, i: number, j: number) => boolean;
+  /** (row, key) entries kept and causal entries in all, summed over the query heads. */
+  kept: number;
+  causal: number;
+}
+
+/**
+ * Per-query-head indices for one attention call over a token-major cache: q [nQ, H·d], k [≥ nK, G·d].
+ * Each KV head's keys are copied out contiguous once, each query head's index is built with its
+ * pattern (vertical-slash estimated from the call's last 64 queries), and the result is a `keep`
+ * predicate for attentionRef (the reference backend's sparse path).
+ */
+export function tokenMajorSparse(
+  a: { q: Float32Array; k: Float32Array; nQ: number; nK: number; qPos0: number; nHeads: number; nKVHeads: number; headDim: number; scale: number },
+  patterns: SparsePattern[],
+): TokenMajorSparse {
+  const { nQ, nK, nHeads: H, nKVHeads: G, headDim: d } = a;
+  if (patterns.length !== H) throw new Error(`sparse attention: ${patterns.length} patterns for ${H} query heads`);
+  const group = H / G;
+  const masks: Uint8Array[][] = [];
+  let kept = 0;
+  let causal = 0;
+  for (let g = 0; g < G; g++) {
+    const k = new Float32Array(nK * d);
+    for (let j = 0; j < nK; j++) k.set(a.k.subarray(j * G * d + g * d, j * G * d + (g + 1) * d), j * d);
+    for (let hh = 0; hh < group; hh++) {
+      const h = g * group + hh;
+      const q = new Float32Array(nQ * d);
+      for (let i = 0; i < nQ; i++) q.set(a.q.subarray(i * H * d + h * d, i * H * d + (h + 1) * d), i * d);
+      const idx = buildIndex(patterns[h], { q, k, nQ, nK, qPos0: a.qPos0, headDim: d, scale: a.scale });
+      masks[h] = indexMasks(idx);
+      const dens = indexDensity(idx);
+      let c = 0;
+      for (let i = 0; i < nQ; i++) c += Math.min(nK, a.qPos0 + i + 1);
+      kept += dens * c;
+      causal += c;
+    }
+  }
+  const block = SPARSE_BLOCK;
+  return { keep: (h, i, j) => masks[h][Math.floor(i / block)][j] === 1, kept: Math.round(kept), causal };
 }

@@ -4,7 +4,8 @@
 
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize } from '../../gguf/quant.js';
-import { ContiguousKVCache, isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { ContiguousKVCache, isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type SparseStats, type Weight, SPARSE_MIN_ROWS } from '../../model/backend.js';
+import { tokenMajorSparse } from '../../attention/sparse/attention.js';
 import { HostKVPool } from '../../kv/host-pool.js';
 import { addRef, attentionRef, matmulRef, rmsNormRef, ropeRef, siluMulRef } from '../../model/ref-ops.js';
 import type { GGMLType } from '../../gguf/types.js';
@@ -44,6 +45,9 @@ export class HostKVCache extends ContiguousKVCache {
 
 export class ReferenceBackend implements Backend {
   readonly info: BackendInfo;
+  /** Honours AttentionParams.sparse (engine/attention/sparse/ reference path). */
+  readonly sparse = true;
+  sparseStats: SparseStats = { calls: 0, keptEntries: 0, causalEntries: 0, estimateMs: 0, attentionMs: 0 };
   private readonly ggml: boolean;
   private readonly kvF16: boolean;
 
@@ -123,7 +127,9 @@ export class ReferenceBackend implements Backend {
       let qs = Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols);
       if (this.kvF16) qs = qs.map(roundF16);
       const nK = s.pos + s.n;
+      const keep = this.sparseKeep(qs, kv.k[p.layer], nK, s, p);
       const r = attentionRef({
+        keep,
         q: qs,
         k: kv.k[p.layer].subarray(0, nK * rs),
         v: kv.v[p.layer].subarray(0, nK * rs),
@@ -141,6 +147,19 @@ export class ReferenceBackend implements Backend {
     return act(Q.rows, Q.cols, out);
   }
 
+  /** Sparse prefill (issue 8): the kept entries of a slice of ≥ SPARSE_MIN_ROWS rows, else undefined (dense). */
+  private sparseKeep(q: Float32Array, k: Float32Array, nK: number, s: SeqSlice, p: AttentionParams): ((h: number, i: number, j: number) => boolean) | undefined {
+    if (!p.sparse || s.n < SPARSE_MIN_ROWS) return undefined;
+    const t0 = performance.now();
+    const r = tokenMajorSparse({ q, k, nQ: s.n, nK, qPos0: s.pos, nHeads: p.nHeads, nKVHeads: p.nKVHeads, headDim: p.headDim, scale: p.scale }, p.sparse);
+    const st = this.sparseStats;
+    st.calls++;
+    st.keptEntries += r.kept;
+    st.causalEntries += r.causal;
+    st.estimateMs += performance.now() - t0;
+    return r.keep;
+  }
+
   /** Writes the new rows through the page table, then the same attention over the gathered rows. */
   private pagedAttention(Q: RefAct, K: RefAct, V: RefAct, s: SeqSlice, p: AttentionParams): Float32Array {
     if (!isPagedKV(s.kv)) throw new Error('unreachable');
@@ -153,7 +172,9 @@ export class ReferenceBackend implements Backend {
     const { k, v } = pool.tokenMajor(kv.pageTable, p.layer, nK);
     let qs = Q.data.subarray(s.row * Q.cols, (s.row + s.n) * Q.cols);
     if (this.kvF16) qs = qs.map(roundF16);
+    const keep = this.sparseKeep(qs, k, nK, s, p);
     return attentionRef({
+      keep,
       q: qs,
       k,
       v,
