@@ -62,7 +62,7 @@ export class RepoContext {
     return out;
   }
 
-  static async open(rootsIn: string[], tokenizer: Tokenizer, opts: RepoContextOptions = {}): Promise<RepoContext> {
+  static async open(rootsIn: string[], tokenizer: Pick<Tokenizer, 'encode'>, opts: RepoContextOptions = {}): Promise<RepoContext> {
     const roots = rootsIn.map((r) => resolve(r));
     const t0 = performance.now();
     const walk = opts.previous && opts.changed ? await refreshWalk(opts.previous.walk, opts.changed) : await walkRepository(roots, opts.walk);

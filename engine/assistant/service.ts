@@ -6,6 +6,11 @@
 // and refreshes queue up in arrival order. Sessions keep their KV through the engine's prefix cache,
 // not through a live sequence: the next turn's prompt starts with every token of the previous one,
 // so its pages are found in memory, or on disk after a restart (engine/kv/README.md).
+//
+// With `remote` set, answers come from an OpenAI-compatible server instead of a local model
+// (engine/assistant/remote.ts): the repository context is still built here from the local files, and
+// sent first and byte-identical in every request, so the remote's prefix cache keeps it; no model is
+// loaded locally. Sessions, contexts and attachments work the same way.
 
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
@@ -16,6 +21,7 @@ import { cacheStats, purgeCache, type StoreSummary } from '../kv/maintenance.js'
 import type { WalkOptions, Invalidation } from '../context/index.js';
 import { RepoContext } from './repo-context.js';
 import { repoPrefixTokens, repoPromptTokens, SessionStore, type SessionRecord, type Turn } from './conversation.js';
+import { estimatingTokenizer, REMOTE_NOTICE, RemoteClient, remoteMessages, type RemoteModel, type RemoteOptions } from './remote.js';
 
 export interface AssistantOptions {
   /** Base folder: kv/ (the KV cache), sessions/, contexts/ (document manifests). */
@@ -34,6 +40,8 @@ export interface AssistantOptions {
   /** Walk options: extra ignore globs (gitignore syntax) and the like. */
   walk?: WalkOptions;
   onWarning?: (message: string) => void;
+  /** Answer through this OpenAI-compatible server instead of a local model. */
+  remote?: RemoteOptions;
 }
 
 export interface ModelInfo {
@@ -44,6 +52,8 @@ export interface ModelInfo {
   backend?: string;
   contextSize?: number;
   loaded: boolean;
+  /** Set when answers come from a remote engine (the model is its id there, once known). */
+  remote?: { endpoint: string; model?: string; notice: string };
 }
 
 export interface ContextStatus {
@@ -121,6 +131,12 @@ export interface AnswerStatus {
   answerTokens: number;
   tokensPerSecond: number | null;
   stopReason: StopReason;
+  /**
+   * Set for answers from a remote engine: prompt, cached and computed tokens are then the remote's
+   * own counts (cachedTokens 0 and cachedReported false when it does not report them), repoTokens an
+   * estimate (the remote's tokenizer is not here), and prefillMs the wait for the first token.
+   */
+  remote?: { endpoint: string; model: string; cachedReported: boolean };
 }
 
 export interface AnswerResult {
@@ -149,10 +165,18 @@ export class AssistantService {
   private closed = false;
   readonly sessions: SessionStore;
   private readonly resolved: { path: string; builtin: boolean };
+  private readonly remote: RemoteClient | null;
+  private remoteModel: RemoteModel | null = null;
 
   constructor(private opts: AssistantOptions) {
     this.sessions = new SessionStore(join(opts.cacheDir, 'sessions'));
-    this.resolved = resolveModel(opts.model);
+    this.remote = opts.remote ? new RemoteClient(opts.remote) : null;
+    this.resolved = this.remote ? { path: this.remote.base, builtin: false } : resolveModel(opts.model);
+  }
+
+  /** The remote engine's API base, when answers come from one. */
+  get remoteEndpoint(): string | null {
+    return this.remote?.base ?? null;
   }
 
   get kvDir(): string {
@@ -160,6 +184,10 @@ export class AssistantService {
   }
 
   model(): ModelInfo {
+    if (this.remote) {
+      const m = this.remoteModel;
+      return { path: this.remote.base, builtin: false, backend: 'remote', contextSize: m?.contextTokens, loaded: !!m, remote: { endpoint: this.remote.base, model: m?.id ?? this.opts.remote?.model, notice: REMOTE_NOTICE } };
+    }
     const e = this.engine;
     return {
       path: this.resolved.path,
@@ -174,6 +202,7 @@ export class AssistantService {
   /** Loads the model (once); later calls return the same engine. */
   loadEngine(onProgress?: (p: Progress) => void): Promise<Engine> {
     if (this.closed) return Promise.reject(new Error('the assistant service is closed'));
+    if (this.remote) return Promise.reject(new UserError(`answers come from the remote engine at ${this.remote.base}; there is no local model here`));
     if (this.engine) return Promise.resolve(this.engine);
     this.loading ??= Engine.load({
       model: this.resolved.path,
@@ -273,17 +302,25 @@ export class AssistantService {
       if (!statSync(r).isDirectory()) throw new UserError(`"${r}" is not a folder`);
     }
     this.lastRoots = roots;
-    const engine = await this.loadEngine(onProgress);
+    // Remote: tokens are estimated (the remote's tokenizer is not here), the budget from its context.
+    let counter: { tokenizer: Pick<Engine['tokenizer'], 'encode'>; budget: number; modelKey: string };
+    if (this.remote) {
+      this.remoteModel = await this.remote.model();
+      counter = { tokenizer: estimatingTokenizer, budget: this.budgetFor(await this.remote.contextTokens()), modelKey: 'remote:estimate' };
+    } else {
+      const engine = await this.loadEngine(onProgress);
+      counter = { tokenizer: engine.tokenizer, budget: this.budgetFor(engine.contextSize), modelKey: engine.modelPath };
+    }
     const key = JSON.stringify(roots);
     const prev = this.contexts.get(key);
     const changed = this.stale.get(key);
     if (prev && !rewalk && !changed?.size) return prev;
     onProgress?.({ stage: 'index', done: 0, total: 1 });
     this.stale.delete(key);
-    const ctx = await RepoContext.open(roots, engine.tokenizer, {
-      budgetTokens: this.repoBudget(engine),
+    const ctx = await RepoContext.open(roots, counter.tokenizer, {
+      budgetTokens: counter.budget,
       stateDir: join(this.opts.cacheDir, 'contexts'),
-      modelKey: engine.modelPath,
+      modelKey: counter.modelKey,
       walk: this.opts.walk,
       previous: prev && !rewalk ? prev : undefined,
       changed: prev && !rewalk ? changed : undefined,
@@ -298,9 +335,9 @@ export class AssistantService {
    * with the conversation would change the document, and with it every cached page); the rest is
    * the conversation's: earlier turns, the question and the answer.
    */
-  private repoBudget(engine: Engine): number {
-    const conversationShare = Math.min(8192, Math.max(1024, Math.floor(engine.contextSize / 4)));
-    return Math.min(this.opts.contextBudget ?? Infinity, engine.contextSize - conversationShare);
+  private budgetFor(contextSize: number): number {
+    const conversationShare = Math.min(8192, Math.max(1024, Math.floor(contextSize / 4)));
+    return Math.min(this.opts.contextBudget ?? Infinity, contextSize - conversationShare);
   }
 
   /** Answers a question in a session, streaming text through `onToken`. */
@@ -308,15 +345,32 @@ export class AssistantService {
     return this.serialize(() => this.answer(req));
   }
 
-  private async answer(req: AskRequest): Promise<AnswerResult> {
-    const t0 = performance.now();
-    const maxTokens = req.maxTokens ?? 256;
+  /** The session a question goes to: the one named, else a new one over the request's roots. */
+  private sessionFor(req: AskRequest): Session {
     let session = req.sessionId ? this.getSession(req.sessionId) : undefined;
     if (!session) {
       const roots = req.roots ?? this.lastRoots;
       if (!roots?.length) throw new UserError('no folder to answer about: open a repository context first');
       session = this.sessions.create(roots.map((r) => resolve(r)), req.sessionId, req.title ?? '') as Session;
     }
+    return session;
+  }
+
+  /** Keeps a finished (or stopped) turn in its session, with its status. */
+  private saveTurn(session: Session, req: AskRequest, question: string, answer: string, tokens: number[] | undefined, st: AnswerStatus): void {
+    session.turns.push({ role: 'user', content: question }, tokens ? { role: 'assistant', content: answer, tokens } : { role: 'assistant', content: answer });
+    session.pending = [];
+    session.statuses = { ...(session.statuses ?? {}), [session.turns.length - 1]: st };
+    if (!session.title) session.title = req.question.slice(0, 80);
+    session.updated = new Date().toISOString();
+    this.sessions.save(session);
+  }
+
+  private async answer(req: AskRequest): Promise<AnswerResult> {
+    if (this.remote) return this.remoteAnswer(this.remote, req);
+    const t0 = performance.now();
+    const maxTokens = req.maxTokens ?? 256;
+    const session = this.sessionFor(req);
     const engine = await this.loadEngine(req.onProgress);
     const template = engine.chatTemplate;
     if (!template) throw new UserError(`${engine.modelPath}: the model has no chat template; use an instruct/chat model`);
@@ -354,17 +408,54 @@ export class AssistantService {
       const result = r.value;
       const st = this.measure(session, repo, engine, prompt.length, seq.lastPrefill, t0, tPrefill0, tFirst, tEnd, result.tokens, result.stopReason, tPrefill);
       // The turn is kept even when stopped early: its tokens are exactly what the KV holds.
-      session.turns.push({ role: 'user', content: question }, { role: 'assistant', content: result.text, tokens: result.tokens });
-      session.pending = [];
-      session.statuses = { ...(session.statuses ?? {}), [session.turns.length - 1]: st };
-      if (!session.title) session.title = req.question.slice(0, 80);
-      session.updated = new Date().toISOString();
-      this.sessions.save(session);
+      this.saveTurn(session, req, question, result.text, result.tokens, st);
       await engine.flushCache();
       return { answer: result.text, status: st };
     } finally {
       engine.freeSequence(seq);
     }
+  }
+
+  /**
+   * An answer from the remote engine: the repository block as text first (the same bytes in every
+   * request), earlier turns, the question; streamed, with the remote's own token counts.
+   */
+  private async remoteAnswer(remote: RemoteClient, req: AskRequest): Promise<AnswerResult> {
+    const t0 = performance.now();
+    const session = this.sessionFor(req);
+    const repo = await this.contextFor(session.roots, req.onProgress);
+    req.onContext?.(statusOf(repo));
+    const question = withAttachments(req.question, [...(session.pending ?? []), ...(req.attachments ?? [])]);
+    const repoText = repo.document.segments.map((s) => s.text).join('');
+    const model = await remote.model(req.signal);
+    this.remoteModel = model;
+    const tChat = performance.now();
+    const r = await remote.chat({ messages: remoteMessages(repoText, session.turns, question), maxTokens: req.maxTokens ?? 256, temperature: req.temperature ?? 0, signal: req.signal, onDelta: req.onToken });
+    const u = r.usage;
+    const prompt = u?.promptTokens ?? 0;
+    const cached = u?.cachedTokens ?? 0;
+    const answerTokens = u?.completionTokens || r.chunks;
+    const firstMs = r.timeToFirstTokenMs;
+    const st: AnswerStatus = {
+      session: session.id,
+      backend: `remote ${model.id}`,
+      promptTokens: prompt,
+      cachedTokens: cached,
+      computedTokens: Math.max(0, prompt - cached),
+      fromMemory: 0,
+      fromDisk: 0,
+      repoTokens: repo.stats.tokens,
+      files: repo.stats.files,
+      prefillMs: Math.round(firstMs ?? r.totalMs),
+      timeToFirstTokenMs: Math.round(tChat - t0 + (firstMs ?? r.totalMs)),
+      answerTokens,
+      tokensPerSecond: answerTokens > 1 && firstMs !== null && r.totalMs > firstMs ? (answerTokens - 1) / ((r.totalMs - firstMs) / 1000) : null,
+      stopReason: r.finishReason === 'cancelled' ? 'cancelled' : r.finishReason === 'length' ? 'length' : 'stop',
+      remote: { endpoint: remote.base, model: model.id, cachedReported: u?.cachedTokens != null },
+    };
+    // Kept even when stopped early, as the local path does (the remote sees the text next turn).
+    this.saveTurn(session, req, question, r.text, undefined, st);
+    return { answer: r.text, status: st };
   }
 
   private measure(

@@ -163,7 +163,9 @@ export class OpenAIServer {
   }
 
   private modelEntry() {
-    return { id: this.modelId, object: 'model', created: this.created, owned_by: 'repokv' };
+    // max_model_len as vLLM names it: clients (RepoKV's remote mode among them) size prompts by it.
+    const ctx = this.service.model().contextSize;
+    return { id: this.modelId, object: 'model', created: this.created, owned_by: 'repokv', ...(ctx ? { max_model_len: ctx } : {}) };
   }
 
   private authorize(req: IncomingMessage): void {

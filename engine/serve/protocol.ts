@@ -27,6 +27,15 @@ export interface EngineSettings {
   maxDiskGB?: number;
   /** Extra ignore globs (gitignore syntax). */
   exclude?: string[];
+  /**
+   * An OpenAI-compatible server to answer with instead of a local model (empty: the local model).
+   * The repository context is still built by this engine process, from the local files.
+   */
+  endpoint?: string;
+  /** The server's model id (empty: the first it lists). */
+  endpointModel?: string;
+  /** Bearer key for the endpoint (the extension keeps it in VS Code's secret storage; never logged). */
+  apiKey?: string;
 }
 
 export interface InitializeResult {

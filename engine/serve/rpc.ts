@@ -108,6 +108,9 @@ export class RpcServer {
       maxDiskBytes: next.maxDiskGB ? next.maxDiskGB * 2 ** 30 : undefined,
       walk: next.exclude?.length ? { exclude: next.exclude } : undefined,
       onWarning: (message) => this.conn.sendNotification(Methods.log, { message }),
+      remote: next.endpoint
+        ? { endpoint: next.endpoint, model: next.endpointModel || undefined, apiKey: next.apiKey || undefined, keyHint: 'set it with "RepoKV: Set API Key for Endpoint…"', contextTokens: next.contextSize }
+        : undefined,
     });
     return { protocol: PROTOCOL_VERSION, pid: process.pid, model: this.service.model() };
   }

@@ -60,7 +60,7 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-const health = async () => (await fetch(base.replace(/\/v1$/, '/health'), { headers: { authorization: `Bearer ${KEY}` } })).json() as Promise<{ cancelled: number; completed: number; generatedTokens: number }>;
+const health = async () => (await fetch(base.replace(/\/v1$/, '/health'), { headers: { authorization: `Bearer ${KEY}` } })).json() as Promise<{ cancelled: number; completed: number; generatedTokens: number; computedTokens: number }>;
 
 test('/v1/models lists the model', async () => {
   const list = await client.models.list();
@@ -89,13 +89,17 @@ test('chat completion, then the same repository prefix comes from the KV cache',
 test('two concurrent sessions over one repository context compute the shared prefix once', async () => {
   const ask = (q: string) =>
     client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: q }], max_tokens: 4, temperature: 0, repokv: { folder: shared } } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const h0 = await health();
   const [a, b] = await Promise.all([ask('What does mul do?'), ask('Where is mul defined?')]);
+  const h1 = await health();
   const computed = (r: OpenAI.ChatCompletion) => r.usage!.prompt_tokens - r.usage!.prompt_tokens_details!.cached_tokens!;
   const cached = a.usage!.prompt_tokens_details!.cached_tokens! + b.usage!.prompt_tokens_details!.cached_tokens!;
   // The repository block (well over a page of 64 tokens) is computed by one of them and restored by the other.
   assert.ok(Math.min(a.usage!.prompt_tokens, b.usage!.prompt_tokens) > 192);
   assert.ok(cached >= 192, `cached ${cached}`);
   assert.ok(computed(a) + computed(b) <= a.usage!.prompt_tokens + b.usage!.prompt_tokens - 192);
+  // The server's own count of computed prompt tokens agrees with what usage reported.
+  assert.equal(h1.computedTokens - h0.computedTokens, computed(a) + computed(b));
 });
 
 test('streaming chat: role first, deltas add up to the plain answer, usage at the end, [DONE]', async () => {
