@@ -35,6 +35,9 @@ export class ChatView implements vscode.WebviewViewProvider {
   private disabled = false;
   private readonly onAnswer = new vscode.EventEmitter<AnswerStatus>();
   readonly onDidAnswer = this.onAnswer.event;
+  /** Fires when an answer ends, however it ended (done, stopped, failed). */
+  private readonly onSettle = new vscode.EventEmitter<void>();
+  readonly onDidSettle = this.onSettle.event;
 
   constructor(
     private readonly extUri: vscode.Uri,
@@ -217,6 +220,7 @@ export class ChatView implements vscode.WebviewViewProvider {
       return null;
     } finally {
       this.inFlight = null;
+      this.onSettle.fire();
       void this.refreshSessions();
     }
   }

@@ -5,6 +5,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createMessageConnection, CancellationTokenSource, StreamMessageReader, StreamMessageWriter, ResponseError, type MessageConnection } from 'vscode-jsonrpc/node';
+import { DAWN_LIMIT_NOTICE } from '../engine/backends/webgpu/quiet-stderr.js';
 import { ErrorCodes, Methods, type AskParams, type AskResult, type DeltaNotification, type EngineSettings, type InitializeResult, type ProgressNotification } from '../engine/serve/protocol.js';
 
 export type EngineState = 'stopped' | 'starting' | 'ready' | 'restarting' | 'failed';
@@ -64,10 +65,25 @@ export class EngineClient {
     const child = spawn(this.opts.command, this.opts.args, { cwd: this.opts.cwd, env: this.opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     let stderrTail = '';
+    let partial = '';
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => {
-      stderrTail = (stderrTail + d).slice(-4000);
-      for (const line of d.split('\n')) if (line.trim()) this.opts.onLog?.(line);
+      // Whole lines only, without Dawn's start-up notices about clamped driver limits (the engine
+      // hides them itself where it can: engine/backends/webgpu/quiet-stderr.ts).
+      const lines = (partial + d).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.trim() || DAWN_LIMIT_NOTICE.test(line.trimEnd())) continue;
+        stderrTail = (stderrTail + line + '\n').slice(-4000);
+        this.opts.onLog?.(line);
+      }
+    });
+    child.stderr!.on('end', () => {
+      if (partial.trim() && !DAWN_LIMIT_NOTICE.test(partial.trimEnd())) {
+        stderrTail = (stderrTail + partial).slice(-4000);
+        this.opts.onLog?.(partial);
+      }
+      partial = '';
     });
     const conn = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
     this.conn = conn;
@@ -81,10 +97,10 @@ export class EngineClient {
     conn.listen();
     const exited = new Promise<never>((_, reject) => {
       child.once('error', (e) => reject(new Error(`could not start the engine (${this.opts.command}): ${e.message}`)));
-      child.once('exit', (code, signal) => reject(new Error(`the engine exited during start (${signal ?? `code ${code}`}): ${lastLine(stderrTail)}`)));
+      child.once('exit', (code, signal) => reject(new Error(`the engine exited during start (${signal ?? `code ${code}`}): ${lastLine(stderrTail + partial)}`)));
     });
     exited.catch(() => undefined); // a later crash is onExit's business
-    child.once('exit', (code, signal) => this.onExit(child, conn, code, signal, stderrTail));
+    child.once('exit', (code, signal) => this.onExit(child, conn, code, signal, stderrTail + partial));
     try {
       const info = await Promise.race([conn.sendRequest<InitializeResult>(Methods.initialize, this.opts.settings), exited]);
       this.info = info;

@@ -1,12 +1,16 @@
 // RepoKV in VS Code: activation, the engine process, commands, the status bar, the file watcher and
 // workspace trust. Stable APIs only. The model runs in a child process (`repokv serve --stdio`), so
 // the extension host never waits on model work; its cache lives in the extension's global storage.
+// With `repokv.endpoint` set, that same process answers through the OpenAI-compatible server there
+// (engine/assistant/remote.ts), still building the repository context from the workspace; the key
+// lives in VS Code's secret storage, one per endpoint, and reaches the engine over its stdio pipe.
 
 import * as vscode from 'vscode';
 import { filesExcludeToIgnore } from './excludes.js';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Methods, type CacheStatus, type ContextStatus, type EngineSettings } from '../engine/serve/protocol.js';
+import { Methods, type CacheStatus, type ContextStatus, type EngineSettings, type ModelInfo, type ProgressNotification } from '../engine/serve/protocol.js';
+import { normalizeEndpoint } from '../engine/assistant/remote.js';
 import { EngineClient, type EngineState } from './engine-client.js';
 import { ChatView, errorText } from './chat-view.js';
 import { findModels } from './models.js';
@@ -26,18 +30,45 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(vscode.window.registerWebviewViewProvider(ChatView.viewId, view));
 
   let indexed: ContextStatus | null = null;
-  const setStatus = (text: string, tooltip: string) => {
+  /** What the status bar says between jobs; progress (model load, prefill) shows over it for a while. */
+  let resting = { text: '', tooltip: '' };
+  const setStatus = (text: string, tooltip: string, transient = false) => {
+    if (!transient) resting = { text, tooltip };
     status.text = text;
     status.tooltip = tooltip;
     status.show();
   };
+  const onProgress = (p: ProgressNotification) => {
+    if (p.done >= p.total) return setStatus(resting.text, resting.tooltip, true);
+    const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
+    if (p.stage === 'index') setStatus('$(sync~spin) RepoKV: indexing', 'Reading and tokenizing the workspace', true);
+    else if (p.stage === 'load') setStatus(`$(sync~spin) RepoKV: loading model ${pct}%`, 'Loading the model', true);
+    else setStatus(`$(sync~spin) RepoKV: prefill ${pct}%`, `Computing the prompt's KV: ${p.done} of ${p.total} tokens (cached pages are restored, not computed)`, true);
+  };
 
-  const settings = (): EngineSettings => {
+  /** The secret-storage entry of an endpoint's API key (one per endpoint: a key never goes to another server). */
+  const keyId = (endpoint: string) => {
+    let e = endpoint.trim();
+    try {
+      e = normalizeEndpoint(e);
+    } catch {
+      /* an invalid URL: the engine names the problem */
+    }
+    return `repokv.endpointKey:${e}`;
+  };
+  const endpointSetting = () => vscode.workspace.getConfiguration('repokv').get<string>('endpoint', '').trim();
+
+  const settings = async (): Promise<EngineSettings> => {
     const c = vscode.workspace.getConfiguration('repokv');
     const cacheDir = c.get<string>('cacheFolder') || context.globalStorageUri.fsPath;
+    const endpoint = endpointSetting();
     return {
       cacheDir,
-      model: c.get<string>('modelPath') || undefined,
+      // Empty strings, not undefined, so that a cleared setting also clears the engine's.
+      model: c.get<string>('modelPath') || '',
+      endpoint,
+      endpointModel: c.get<string>('endpointModel', '').trim(),
+      apiKey: endpoint ? ((await context.secrets.get(keyId(endpoint))) ?? '') : '',
       backend: c.get<EngineSettings['backend']>('backend', 'auto'),
       contextSize: c.get<number>('contextSize') || undefined,
       contextBudget: c.get<number>('contextBudget') || undefined,
@@ -64,12 +95,21 @@ export function activate(context: vscode.ExtensionContext): void {
 
   let modelNotice = '';
   const modelBanner = () => modelNotice;
+  let remote: ModelInfo['remote'] | undefined;
+  const noticeFor = (m: ModelInfo): string => {
+    remote = m.remote;
+    if (m.remote) {
+      const n = m.remote.notice;
+      return `Remote engine: ${m.remote.endpoint}${m.remote.model ? ` (${m.remote.model})` : ''}. ${n[0].toUpperCase()}${n.slice(1)}.`;
+    }
+    return m.notice ? 'No model selected: the built-in synthetic model answers (random weights, meaningless text). Use "RepoKV: Select Model…".' : '';
+  };
 
   /** Starts the engine in a trusted workspace with a folder; no-op otherwise. */
   const startEngine = async (): Promise<EngineClient | null> => {
     if (!vscode.workspace.isTrusted) return null;
     if (!client) {
-      const s = settings();
+      const s = await settings();
       mkdirSync(s.cacheDir, { recursive: true });
       client = new EngineClient({
         command: process.execPath,
@@ -79,11 +119,12 @@ export function activate(context: vscode.ExtensionContext): void {
         settings: s,
         onLog: (l) => out.appendLine(l),
         onState,
+        onProgress,
       });
     }
     try {
       const info = await client.start();
-      modelNotice = info.model.notice ? 'No model selected: the built-in synthetic model answers (random weights, meaningless text). Use "RepoKV: Select Model…".' : '';
+      modelNotice = noticeFor(info.model);
       view.setBanner(modelNotice);
       return client;
     } catch (e) {
@@ -103,7 +144,8 @@ export function activate(context: vscode.ExtensionContext): void {
     const run = async (signal?: AbortSignal) => {
       try {
         indexed = await c.request<ContextStatus>(Methods.contextOpen, { roots: r }, signal);
-        setStatus(`$(database) RepoKV: ${fmtTokens(indexed.tokens)}`, `${indexed.files} files, ${indexed.tokens} tokens in context (${indexed.excluded} left out); click for cache status`);
+        if (remote) setStatus(`$(cloud) RepoKV: ~${fmtTokens(indexed.tokens)}`, `${indexed.files} files, about ${indexed.tokens} tokens (estimated here; the remote's tokenizer decides) sent first to ${remote.endpoint} (${indexed.excluded} left out)`);
+        else setStatus(`$(database) RepoKV: ${fmtTokens(indexed.tokens)}`, `${indexed.files} files, ${indexed.tokens} tokens in context (${indexed.excluded} left out); click for cache status`);
       } catch (e) {
         setStatus('$(warning) RepoKV', errorText(e));
         if (rebuild) void vscode.window.showErrorMessage(`RepoKV: ${errorText(e)}`);
@@ -119,8 +161,14 @@ export function activate(context: vscode.ExtensionContext): void {
   };
 
   view.onDidAnswer((s) => {
-    setStatus(`$(database) RepoKV: ${fmtTokens(s.repoTokens)}`, `Last answer: ${s.cachedTokens} of ${s.promptTokens} prompt tokens from cache, first token ${(s.timeToFirstTokenMs / 1000).toFixed(2)} s`);
+    if (s.remote) {
+      const first = `first token ${(s.timeToFirstTokenMs / 1000).toFixed(2)} s`;
+      if (s.remote.cachedReported) setStatus(`$(cloud) RepoKV: ${fmtTokens(s.cachedTokens)} cached remotely`, `Last answer from ${s.remote.model} at ${s.remote.endpoint}: ${s.cachedTokens} of ${s.promptTokens} prompt tokens from the remote's prefix cache, ${first}`);
+      else setStatus('$(cloud) RepoKV: remote', `Last answer from ${s.remote.model} at ${s.remote.endpoint}: the server reports no cached-token count, ${first}`);
+    } else setStatus(`$(database) RepoKV: ${fmtTokens(s.repoTokens)}`, `Last answer: ${s.cachedTokens} of ${s.promptTokens} prompt tokens from cache, first token ${(s.timeToFirstTokenMs / 1000).toFixed(2)} s`);
   });
+  // An answer that failed or was stopped mid-prefill leaves no progress on the status bar.
+  view.onDidSettle(() => setStatus(resting.text, resting.tooltip, true));
 
   // Restricted Mode: no engine, no indexing, until the folder is trusted.
   if (!vscode.workspace.isTrusted) {
@@ -151,18 +199,27 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(watcher, watcher.onDidCreate(changed), watcher.onDidChange(changed), watcher.onDidDelete(changed));
   context.subscriptions.push(vscode.workspace.onDidChangeWorkspaceFolders(() => void openContext(false)));
 
+  const reconfigure = () => {
+    if (!client) return;
+    const c = client;
+    settings()
+      .then((s) => c.configure(s))
+      .then((info) => {
+        modelNotice = noticeFor(info.model);
+        view.setBanner(modelNotice);
+        return openContext(false);
+      })
+      .catch((e) => void vscode.window.showErrorMessage(`RepoKV: ${errorText(e)}`));
+  };
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (!e.affectsConfiguration('repokv') || !client) return;
       if (e.affectsConfiguration('repokv.maxAnswerTokens')) return;
-      client
-        .configure(settings())
-        .then((info) => {
-          modelNotice = info.model.notice ? modelNotice || 'The built-in synthetic model answers (meaningless text).' : '';
-          view.setBanner(modelNotice);
-          return openContext(false);
-        })
-        .catch((e) => void vscode.window.showErrorMessage(`RepoKV: ${errorText(e)}`));
+      reconfigure();
+    }),
+    context.secrets.onDidChange((e) => {
+      const ep = endpointSetting();
+      if (ep && e.key === keyId(ep)) reconfigure();
     }),
   );
 
@@ -234,6 +291,24 @@ export function activate(context: vscode.ExtensionContext): void {
     await view.pushState();
   });
   command('repokv.stop', () => view.stop());
+  command('repokv.setApiKey', async () => {
+    const ep = endpointSetting();
+    if (!ep) {
+      const pick = await vscode.window.showInformationMessage('Set "repokv.endpoint" to the server\'s API base (e.g. http://gpu-box:8000/v1) first; its key goes with it.', 'Open Settings');
+      if (pick) await vscode.commands.executeCommand('workbench.action.openSettings', 'repokv.endpoint');
+      return;
+    }
+    const key = await vscode.window.showInputBox({
+      title: 'RepoKV: API key for the endpoint',
+      prompt: `Key for ${ep}, kept in VS Code's secret storage (never in settings) and sent only to this endpoint. Leave empty to remove it.`,
+      password: true,
+      ignoreFocusOut: true,
+    });
+    if (key === undefined) return;
+    if (key.trim()) await context.secrets.store(keyId(ep), key.trim());
+    else await context.secrets.delete(keyId(ep));
+    void vscode.window.showInformationMessage(key.trim() ? `RepoKV: key saved for ${ep}.` : `RepoKV: key removed for ${ep}.`);
+  });
   command('repokv.restartEngine', async () => {
     if (!client) return startEngine();
     await client.restart();

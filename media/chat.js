@@ -21,6 +21,20 @@
   function fmtStatus(s) {
     if (!s) return '';
     const sec = (ms) => (ms / 1000).toFixed(2) + ' s';
+    if (s.remote) {
+      // A remote engine's own counts; the repository size is estimated here (its tokenizer is not).
+      const r = [
+        s.remote.cachedReported
+          ? `prompt ${s.promptTokens} tokens: ${s.cachedTokens} cached by the remote, ${s.computedTokens} computed there`
+          : `prompt ${s.promptTokens || '?'} tokens (the remote reports no cached count)`,
+        `repository ~${s.repoTokens} tokens`,
+        `first token ${sec(s.timeToFirstTokenMs)}`,
+        `${s.tokensPerSecond ? s.tokensPerSecond.toFixed(1) : '–'} tokens/s`,
+        `remote ${s.remote.model}`,
+      ];
+      if (s.stopReason === 'cancelled') r.push('stopped');
+      return r.join(' · ');
+    }
     const parts = [
       `prompt ${s.promptTokens} tokens: ${s.cachedTokens} from cache` + (s.fromDisk ? ` (${s.fromDisk} from disk)` : '') + `, ${s.computedTokens} computed`,
       `repository ${s.repoTokens} tokens` + (s.cachedTokens >= s.repoTokens && s.repoTokens > 0 ? ' (cached)' : ''),
