@@ -19,6 +19,10 @@ const benches: Record<string, Bench> = {
     summary: 'fidelity [--model F] [--methods dense,llama] [--tasks passkey,kv] [--lengths 4K,32K] [--depths 0,50,100] [--out heat.svg|png] [--json]: accuracy of attention methods on a constructed induction model',
     load: () => import('../bench/fidelity.js'),
   },
+  serve: {
+    summary: 'serve [--model F] [--backend cpu] [--sessions 4] [--repo-bytes 6000] [--max-tokens 24] [--duration 20] [--json]: K concurrent streaming sessions over HTTP, one shared repository prefix vs K independent ones (tokens computed, time to first token, tokens/s, errors, server RSS)',
+    load: () => import('../bench/serve.js'),
+  },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
     load: () => import('../bench/tokenize.js'),
