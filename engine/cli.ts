@@ -14,6 +14,7 @@ const commands: Record<string, Command> = {
   generate: { summary: 'generate --model F --prompt P [--chat] [--max-tokens N --temperature T --top-k K --top-p P --seed N]', load: () => import('./commands/generate.js') },
   ask: { summary: 'ask <folder...> "question" [--session ID] [--model F]: answers about a repository (its KV cached on disk)', load: () => import('./commands/ask.js') },
   index: { summary: 'index <folder...> [--explain] [--json] [--model F] [--budget N] [--watch]: the repository document', load: () => import('./commands/index.js') },
+  calibrate: { summary: 'calibrate [--model F] [--length 32K] [--recall 0.95]: per-head sparse-prefill patterns (MInference search), saved for the model', load: () => import('./commands/calibrate.js') },
   bench: { summary: 'bench tokenize|engine ... --json: measurements against llama.cpp', load: () => import('./commands/bench.js') },
   serve: { summary: 'serve [--host H --port N --model F --folder DIR... --api-key K]: OpenAI-compatible HTTP API; serve --stdio: JSON-RPC for the VS Code extension', load: () => import('./serve/rpc.js') },
   doctor: { summary: 'doctor [--json]: GPU adapter, features, limits, and which backend auto picks', load: () => import('./commands/doctor.js') },

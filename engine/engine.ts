@@ -20,6 +20,7 @@ import { Transformer, type Batch, type TransformerConfig } from './model/transfo
 import { Tokenizer } from './text/tokenizer.js';
 import { ChatTemplate, type ChatMessage } from './text/chat-template.js';
 import { ReferenceBackend } from './backends/reference/index.js';
+import { layerPatterns, loadSparseConfig, defaultSparseConfig, type SparseModelConfig } from './attention/sparse/config.js';
 
 export type BackendChoice = 'auto' | 'cpu' | 'webgpu' | 'reference';
 
@@ -39,6 +40,23 @@ export interface EngineOptions {
   availableMemoryBytes?: number;
   /** Paged KV, prefix cache, tiers and persistence (engine/kv/README.md). */
   kv?: KVOptions;
+  /** Sparse prefill (issue 8, engine/attention/sparse/README.md). */
+  sparse?: SparseOptions;
+}
+
+export interface SparseOptions {
+  /**
+   * 'auto' (default): prefill sparse when the context after a prompt reaches the config's threshold and
+   * the backend honours sparse patterns — enabled only when the context size can reach the threshold.
+   * 'off': always dense.
+   */
+  mode?: 'auto' | 'off';
+  /** Overrides the config's threshold (context tokens below which prefill stays dense). */
+  threshold?: number;
+  /** Use this config instead of the stored (`repokv calibrate`) or default one. */
+  config?: SparseModelConfig;
+  /** Prefill chunk while sparse (default max(prefillChunk, 8192)): one estimate per chunk. */
+  chunk?: number;
 }
 
 export interface KVOptions {
@@ -80,6 +98,8 @@ export interface PrefillReport {
   fromHost: number;
   fromDisk: number;
   ms: number;
+  /** Whether the computed tokens were prefilled with sparse attention. */
+  sparse?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -138,6 +158,9 @@ export class Engine {
     readonly prefillChunk: number,
     /** The paged KV cache (null: contiguous caches). */
     readonly kvCache: KVCacheManager | null = null,
+    /** Sparse prefill config (null: always dense). */
+    readonly sparse: SparseModelConfig | null = null,
+    private readonly sparseChunk = prefillChunk,
   ) {}
 
   static async load(opts: EngineOptions): Promise<Engine> {
@@ -173,7 +196,16 @@ export class Engine {
         backend.dispose();
         throw e;
       }
-      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache);
+      let sparse: SparseModelConfig | null = null;
+      try {
+        sparse = sparseConfigFor(opts, file, config, backend, ctx);
+      } catch (e) {
+        kvCache?.dispose();
+        backend.dispose();
+        throw e;
+      }
+      const sparseChunk = opts.sparse?.chunk ?? Math.max(chunk, 8192);
+      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache, sparse, sparseChunk);
     } finally {
       file.close();
     }
@@ -226,7 +258,7 @@ export class Engine {
    * Appends `tokens` to the sequence, in chunks, and returns the logits after its last token.
    * Checks `signal` between chunks.
    */
-  async prefill(seq: Sequence, tokens: ArrayLike<number>, opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {}): Promise<Float32Array> {
+  async prefill(seq: Sequence, tokens: ArrayLike<number>, opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void; /** false: dense even above the sparse threshold (benchmarks, calibration). */ sparse?: boolean } = {}): Promise<Float32Array> {
     this.assertAlive();
     if (tokens.length === 0) throw new Error('prefill needs at least one token');
     if (seq.length + tokens.length > seq.kv.capacity) {
@@ -263,9 +295,17 @@ export class Engine {
     report.cachedTokens = start;
     report.computedTokens = tokens.length - start;
     let logits: Float32Array = new Float32Array(0);
-    for (let s0 = start; s0 < tokens.length; s0 += this.prefillChunk) {
+    // Sparse when the whole context after this prompt reaches the threshold (MInference decides by the
+    // prompt length S; its budgets are scaled for S). Every chunk of it, the first included, estimates
+    // from its own last 64 queries against all keys before it.
+    const S = seq.length - start + tokens.length;
+    const sp = this.sparse && opts.sparse !== false && S >= this.sparse.threshold ? this.sparse : null;
+    const sparse = sp ? (l: number) => layerPatterns(sp, l, S) : undefined;
+    const step = sp ? this.sparseChunk : this.prefillChunk;
+    report.sparse = !!sp;
+    for (let s0 = start; s0 < tokens.length; s0 += step) {
       if (opts.signal?.aborted) throw abortError();
-      const end = Math.min(tokens.length, s0 + this.prefillChunk);
+      const end = Math.min(tokens.length, s0 + step);
       const n = end - s0;
       const toks = Int32Array.from({ length: n }, (_, i) => tokens[s0 + i]);
       const pos0 = seq.length;
@@ -275,6 +315,7 @@ export class Engine {
         positions: Int32Array.from({ length: n }, (_, i) => pos0 + i),
         seqs: [{ kv: seq.kv, row: 0, n, pos: pos0 }],
         logitRows: end === tokens.length ? [n - 1] : [],
+        sparse,
       });
       for (let i = 0; i < n; i++) seq.tokens.push(toks[i]);
       if (cache && paged) cache.publish(paged, seq.tokens);
@@ -513,4 +554,31 @@ export async function createBackend(choice: BackendChoice, opts: { threads?: num
     default:
       throw new UserError(`unknown backend "${String(choice)}" (use auto, cpu, webgpu or reference)`);
   }
+}
+
+/** The id a model's sparse config is stored under: the model file alone (not its KV layout). */
+export function sparseFingerprint(modelPath: string, file: GGUFFile, config: TransformerConfig): string {
+  return modelFingerprint({ modelPath, dataOffset: file.dataOffset, rope: config.rope, nLayers: config.nLayers, nKVHeads: config.nKVHeads, headDim: config.headDim, kvDtype: 'f16', storage: 'f16', pageSize: PAGE_SIZE }).id;
+}
+
+/**
+ * The sparse-prefill config of an engine, or null when prefill always stays dense: sparse off, a
+ * backend without sparse attention, or a context size below the threshold. Enables the backend's
+ * sparse path (the CPU backend then keeps attention outside its step graphs).
+ */
+function sparseConfigFor(opts: EngineOptions, file: GGUFFile, config: TransformerConfig, backend: Backend, ctx: number): SparseModelConfig | null {
+  const o = opts.sparse ?? {};
+  if (o.mode === 'off' || !backend.sparse) return null;
+  let cfg = o.config;
+  if (!cfg) {
+    const fp = sparseFingerprint(opts.model, file, config);
+    cfg = opts.kv?.cacheDir ? loadSparseConfig(opts.kv.cacheDir, fp, config.nLayers, config.nHeads) : defaultSparseConfig(fp, config.nLayers, config.nHeads);
+  }
+  if (cfg.heads.length !== config.nLayers || cfg.heads.some((l) => l.length !== config.nHeads)) {
+    throw new UserError(`the sparse-prefill config describes ${cfg.heads.length} layers of ${cfg.heads[0]?.length ?? 0} heads, the model has ${config.nLayers} of ${config.nHeads}; run \`repokv calibrate\` for this model`);
+  }
+  if (o.threshold !== undefined) cfg = { ...cfg, threshold: o.threshold };
+  if (ctx < cfg.threshold) return null;
+  backend.enableSparse?.();
+  return cfg;
 }

@@ -23,6 +23,10 @@ const benches: Record<string, Bench> = {
     summary: 'serve [--model F] [--backend cpu] [--sessions 4] [--repo-bytes 6000] [--max-tokens 24] [--duration 20] [--json]: K concurrent streaming sessions over HTTP, one shared repository prefix vs K independent ones (tokens computed, time to first token, tokens/s, errors, server RSS)',
     load: () => import('../bench/serve.js'),
   },
+  sparse: {
+    summary: 'sparse [--model F] [--lengths 16K,32K,64K,128K] [--pattern config|vs:V,S|ashape:S,L|block:K] [--cache-dir D] [--json]: sparse vs dense prefill, density, recall, answers',
+    load: () => import('../bench/sparse.js'),
+  },
   tokenize: {
     summary: 'tokenize [--model F] [--file P...] [--json]: tokens/s, repokv vs llama.cpp, same file, one thread',
     load: () => import('../bench/tokenize.js'),

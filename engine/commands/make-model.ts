@@ -24,6 +24,8 @@ const USAGE = `usage: repokv make-model --arch llama|qwen2|qwen3 --out FILE [opt
   --preset induction           the constructed 2-layer qwen2 model of the fidelity harness: dense
                                attention provably copies a string from anywhere in the context
                                (engine/model/induction.ts); F32, the synthetic qwen2 tokenizer
+  --locality B                 qwen2: q/k biases of B on every RoPE pair, so attention falls off with
+                               distance like a trained model's (sparse-prefill benchmarks; e.g. 1.5)
   --size tiny|small|qwen0.5b|qwen1.5b   shape preset (default tiny); the options below override it:
     --layers N --embd N --heads N --kv-heads N --ff N --head-dim N --ctx N --vocab N (needs --tokenizer none)
   --type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k   type of the 2-D weights (default f16; norms stay f32)
@@ -49,7 +51,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   if (p.flags.has('preset')) return runPreset(p);
-  const known = new Set(['arch', 'size', 'type', 'q4km', 'tied', 'untied', 'seed', 'out', 'tokenizer', 'ctx', 'layers', 'embd', 'heads', 'kv-heads', 'ff', 'vocab', 'head-dim', 'json', 'help']);
+  const known = new Set(['arch', 'size', 'type', 'q4km', 'tied', 'untied', 'seed', 'out', 'tokenizer', 'ctx', 'layers', 'embd', 'heads', 'kv-heads', 'ff', 'vocab', 'head-dim', 'locality', 'json', 'help']);
   for (const k of p.flags.keys()) if (!known.has(k)) throw new UserError(`unknown option --${k} (see repokv make-model --help)`);
   if (p.positional.length) throw new UserError(`unexpected argument "${p.positional[0]}" (see repokv make-model --help)`);
 
@@ -80,7 +82,9 @@ export async function run(args: string[]): Promise<number> {
   const seed = flagNumber(p, 'seed', 1);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`option --seed must be a whole number from 0 to 4294967295, got ${seed}`);
 
-  const plan = syntheticModel({ arch, shape, type, q4km: p.flags.has('q4km'), seed, tokenizer });
+  const locality = p.flags.has('locality') ? flagNumber(p, 'locality', 0) : undefined;
+  if (locality !== undefined && arch !== 'qwen2') throw new UserError('--locality needs --arch qwen2 (it sets the q/k biases)');
+  const plan = syntheticModel({ arch, shape, type, q4km: p.flags.has('q4km'), seed, tokenizer, locality });
   const t0 = performance.now();
   try {
     writeSyntheticModel(out, plan);

@@ -84,6 +84,12 @@ export interface SyntheticModelOptions {
   ropeFreqBase?: number;
   normEps?: number;
   name?: string;
+  /**
+   * qwen2 only: a q/k bias of this size on the first component of every RoPE pair (see
+   * SyntheticTensorPlan.ropeBias) — random weights then attend locally with a power-law tail, like
+   * trained models, instead of diffusely (sparse-prefill benchmarks). 0/absent: plain random biases.
+   */
+  locality?: number;
 }
 
 export interface SyntheticTensorPlan {
@@ -93,6 +99,12 @@ export interface SyntheticTensorPlan {
   /** Standard deviation of the random values (and their mean: 1 for norms, 0 otherwise). */
   std: number;
   mean: number;
+  /**
+   * Added to the first half of each head's values (a q/k bias on every neox RoPE pair's first
+   * component): with q and k both biased, scores gain Σ_m b² cos(θ_m (i − j)) — RoPE's long-term
+   * decay, i.e. attention that falls off smoothly with distance, as trained models' does.
+   */
+  ropeBias?: { value: number; headDim: number };
 }
 
 export interface SyntheticModelPlan {
@@ -199,6 +211,7 @@ export function planSyntheticModel(opts: SyntheticModelOptions): SyntheticModelP
     if (arch === 'qwen2') {
       vec(`${b}attn_q.bias`, qDim, 0, 0.1);
       vec(`${b}attn_k.bias`, kvDim, 0, 0.1);
+      if (opts.locality) for (const t of tensors.slice(-2)) t.ropeBias = { value: opts.locality, headDim };
       vec(`${b}attn_v.bias`, kvDim, 0, 0.1);
     }
     if (arch === 'qwen3') {
@@ -246,7 +259,12 @@ function tensorSeed(seed: number, name: string): number {
 /** The f32 values of one planned tensor (deterministic in the seed and the tensor's name). */
 export function tensorValues(plan: SyntheticModelPlan, t: SyntheticTensorPlan): Float32Array {
   const n = t.dims.reduce((a, b) => a * b, 1);
-  return new Rng(tensorSeed(plan.seed, t.name)).fillNormal(new Float32Array(n), t.std, t.mean);
+  const v = new Rng(tensorSeed(plan.seed, t.name)).fillNormal(new Float32Array(n), t.std, t.mean);
+  if (t.ropeBias) {
+    const { value, headDim } = t.ropeBias;
+    for (let i = 0; i < n; i++) if (i % headDim < headDim / 2) v[i] += value;
+  }
+  return v;
 }
 
 /** Writes the planned model (one tensor in memory at a time). */

@@ -11,7 +11,7 @@
 import type { AttentionResult, CpuAttention } from '../cpu-attention.js';
 import { CpuAttention as CpuAttentionImpl } from '../cpu-attention.js';
 import { attentionRecall, buildGroupIndex, denseAttentionRef, recallStats, sparseAttentionCpu, sparseAttentionRef, type HeadGroupInput } from './attention.js';
-import { indexDensity, type SparseIndex, type SparsePattern } from './patterns.js';
+import { indexDensity, type SparseIndex, type SparsePattern, type VerticalSlashEstimate } from './patterns.js';
 
 /** MInference's search space at its target cost (A-shape 1K + 4K) [P: Table 7], for a reference length of 30K–32K. */
 export const SEARCH_SPACE: SparsePattern[] = [
@@ -60,6 +60,8 @@ export interface CalibrateOptions {
   growth?: number;
   maxRefine?: number;
   runner?: AttentionRunner;
+  /** Vertical-slash estimator (default: the TypeScript reference; CpuVerticalSlashEstimator is faster). */
+  estimate?: VerticalSlashEstimate;
 }
 
 function headOnly(a: HeadGroupInput, h: number): HeadGroupInput {
@@ -99,7 +101,7 @@ export function calibrateHead(group: HeadGroupInput, h: number, o: CalibrateOpti
   const a = headOnly(group, h);
   const dense = run.dense(a);
   const measure = (p: SparsePattern) => {
-    const idx = buildGroupIndex(a, [p]);
+    const idx = buildGroupIndex(a, [p], o.estimate);
     const r = run.sparse(a, idx);
     const rec = recallStats(attentionRecall(r.lse, dense.lse));
     return { pattern: p, density: indexDensity(idx[0]), outputError: l2Error(r.out, dense.out), rec };

@@ -17,7 +17,8 @@
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { dequantize, dequantizeInto } from '../../gguf/quant.js';
 import { TYPE_TRAITS, typeName } from '../../gguf/types.js';
-import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type SparseStats, type Weight, SPARSE_MIN_ROWS } from '../../model/backend.js';
+import { HostAttention } from './host-attention.js';
 import { CpuKVCache, CpuKVPool, kvRuns, kvStoreOf, kvValueBytes, newKVArray, type KVArray, type KVPrecision, type KVRun, type KVStore } from './kv.js';
 import { DT, GraphBuilder } from './onnx.js';
 import { ACCURACY_INT8, emitAdd, emitAttention, emitMatmul, emitRmsNorm, emitRope, emitSiluMul } from './ops.js';
@@ -229,7 +230,13 @@ export class CpuBackend implements Backend {
   /** Bytes of weights handed to onnxruntime (packed), and of embedding tables kept on the host. */
   residentBytes = 0;
   /** Segment graphs compiled and runs made (for benchmarks and tests). */
-  stats = { segments: 0, runs: 0, compileMs: 0, runMs: 0 };
+  stats = { segments: 0, runs: 0, compileMs: 0, runMs: 0, attentionRunMs: 0 };
+  /** Honours AttentionParams.sparse once `enableSparse()` has been called (host-attention.ts). */
+  readonly sparse = true;
+  sparseStats: SparseStats = { calls: 0, keptEntries: 0, causalEntries: 0, estimateMs: 0, attentionMs: 0 };
+  /** Attention ops run outside the step graphs (sparse prefill enabled). */
+  private splitAttention = false;
+  private hostAttention: HostAttention | null = null;
 
   constructor(opts: CpuBackendOptions = {}) {
     this.threads = opts.threads ?? defaultThreads();
@@ -298,6 +305,25 @@ export class CpuBackend implements Backend {
       this.info.details.kv = opts.dtype;
     }
     return new CpuKVPool(opts);
+  }
+
+  /**
+   * Keeps every attention op out of the step graphs from now on: each step runs as the graphs between
+   * its attention ops, and each attention op as its own small graph (dense; no weights) or on the host
+   * (sparse, host-attention.ts). Must come before the first step: a weight lives in one graph, so the
+   * cut points cannot change once graphs hold the weights. Costs a graph run per layer per step
+   * (measured in README.md).
+   */
+  enableSparse(): void {
+    if (this.splitAttention) return;
+    if (this.segments.size > 0) throw new Error('enableSparse() must be called before the CPU backend runs its first step');
+    this.splitAttention = true;
+    this.info.details.sparse = 'attention outside the step graphs';
+  }
+
+  /** The host path of sparse attention (created on first use); `recall` there samples attention recall. */
+  get host(): HostAttention {
+    return (this.hostAttention ??= new HostAttention(this.session));
   }
 
   embed(table: Weight, tokens: Int32Array): Act {
@@ -391,6 +417,8 @@ export class CpuBackend implements Backend {
       rows += s.n;
     }
     if (rows !== Q.rows) throw new Error(`attention: sequences cover ${rows} rows of ${Q.rows}`);
+    if (p.sparse && !this.splitAttention) throw new Error('sparse attention on the CPU backend needs enableSparse() before the first step');
+    if (p.sparse && p.sparse.length !== H) throw new Error(`attention: ${p.sparse.length} sparse patterns for ${H} heads`);
     return this.record(Q.rows, Q.cols, { kind: 'attention', q: Q, k: K, v: V, p: { ...p }, seqs });
   }
 
@@ -434,6 +462,8 @@ export class CpuBackend implements Backend {
     this.endStep();
     for (const s of this.segments.values()) s.graph.dispose();
     this.segments.clear();
+    this.hostAttention?.dispose();
+    this.hostAttention = null;
   }
 
   /**
@@ -452,7 +482,9 @@ export class CpuBackend implements Backend {
       const inPart = new Set(part);
       const w = new Set([...wanted].filter((a) => inPart.has(a)));
       for (const later of parts.slice(k + 1)) for (const b of later) for (const i of inputsOf(b.op!)) if (inPart.has(i)) w.add(i);
-      this.runSegment(part, w);
+      const op = part[0].op!;
+      if (part.length === 1 && op.kind === 'attention' && op.p.sparse && op.seqs.some((s) => s.n >= SPARSE_MIN_ROWS)) this.runHostAttention(part[0]);
+      else this.runSegment(part, w);
     });
   }
 
@@ -474,7 +506,7 @@ export class CpuBackend implements Backend {
   }
 
   private partition(order: CpuAct[]): CpuAct[][] {
-    if (!Number.isFinite(this.graphBytes)) return [order];
+    if (!this.splitAttention && !Number.isFinite(this.graphBytes)) return [order];
     const weightBytes = (a: CpuAct) => {
       const op = a.op!;
       return op.kind === 'matmul' ? (op.w.packedBytes ?? estimatePackedBytes(op.w.info, this.precision)) : 0;
@@ -482,6 +514,14 @@ export class CpuBackend implements Backend {
     const parts: CpuAct[][] = [[]];
     let bytes = 0;
     for (let i = 0; i < order.length; i++) {
+      if (this.splitAttention && order[i].op!.kind === 'attention') {
+        // Its own part (see enableSparse); the next op starts a new one.
+        if (parts[parts.length - 1].length) parts.push([]);
+        parts[parts.length - 1].push(order[i]);
+        parts.push([]);
+        bytes = 0;
+        continue;
+      }
       if (order[i].op!.kind === 'rmsnorm' && bytes > 0) {
         let ahead = 0; // this sublayer's weights (up to the next norm)
         for (let j = i + 1; j < order.length && order[j].op!.kind !== 'rmsnorm'; j++) ahead += weightBytes(order[j]);
@@ -493,7 +533,18 @@ export class CpuBackend implements Backend {
       bytes += weightBytes(order[i]);
       parts[parts.length - 1].push(order[i]);
     }
-    return parts;
+    return parts.filter((p) => p.length > 0);
+  }
+
+  /** A sparse attention op on the host (host-attention.ts): writes its K/V rows, sets its output. */
+  private runHostAttention(a: CpuAct): void {
+    const op = a.op as Extract<OpRec, { kind: 'attention' }>;
+    a.data = this.host.run(op.q.data!, op.k.data!, op.v.data!, a.rows, op.seqs, op.p, this.sparseStats);
+    for (const i of inputsOf(op)) {
+      i.uses--;
+      if (i.released && i.uses === 0) i.data = null;
+    }
+    a.op = null;
   }
 
   private runSegment(order: CpuAct[], wanted: Set<CpuAct>): void {
@@ -560,7 +611,7 @@ export class CpuBackend implements Backend {
     // temporaries per layer alive to the end of the run).
     const consumed = new Set<CpuAct>();
     for (const a of order) for (const i of inputsOf(a.op!)) consumed.add(i);
-    const declared = order.map((a) => !consumed.has(a) || !a.released);
+    const declared = order.map((a) => !consumed.has(a) || !a.released || wanted.has(a));
     for (const a of wanted) if (index.has(a) && !declared[index.get(a)!]) throw new Error('internal: a wanted activation is not a graph output');
     const sig = `${this.kvPrecision};` + parts.join(';') + '|' + declared.map((d) => (d ? 1 : 0)).join('');
     let seg = this.segments.get(sig);
@@ -611,6 +662,8 @@ export class CpuBackend implements Backend {
       const tr = performance.now();
       seg.graph.run(feeds, fetches);
       this.stats.runMs += performance.now() - tr;
+      // A lone attention op (split mode, see enableSparse): dense attention time, for `bench sparse`.
+      if (order.length === 1 && atts.length === 1) this.stats.attentionRunMs += performance.now() - tr;
       this.stats.runs++;
       if (newRows) this.storeNewRows(run, atts, newRows);
     }

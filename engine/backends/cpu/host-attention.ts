@@ -1,0 +1,187 @@
+// Attention computed by the host around onnxruntime tiles, for the CPU backend's sparse prefill (issue 8).
+//
+// The backend's usual attention lives inside the step graph (emitAttention). A sparse index depends on
+// the layer's own queries and keys (the last-64-query estimate), so a sparse layer cannot be one graph
+// node: with sparse prefill enabled the step graph is cut around every attention op (index.ts
+// `partition`) and a sparse op runs here instead —
+//   1. the slice's new K/V rows are written into the cache (the KV type's rounding, like the graph's
+//      `kvn` output), through the page table;
+//   2. each KV head's keys/values 0 … pos+n−1 are read out as contiguous f32 [nK, d] (zero-copy for an
+//      f32 cache held in one run, a lookup-table conversion for f16);
+//   3. per KV head, the index of each of its query heads is built (vertical-slash: Â of the last 64
+//      queries on onnxruntime, CpuVerticalSlashEstimator; A-shape and block-sparse on the host), and
+//      sparseAttentionCpu computes (out, lse) with CpuAttention's tiles and the exact lse merge.
+// Slices shorter than SPARSE_MIN_ROWS (decode rows batched with a prefill chunk) attend densely here.
+
+import type { AttentionParams, SeqSlice, SparseStats } from '../../model/backend.js';
+import { SPARSE_MIN_ROWS } from '../../model/backend.js';
+import { CpuAttention } from '../../attention/cpu-attention.js';
+import { attentionRecall, buildGroupIndex, sparseAttentionCpu, type HeadGroupInput } from '../../attention/sparse/attention.js';
+import { CpuVerticalSlashEstimator } from '../../attention/sparse/estimate-cpu.js';
+import { indexDensity, type SparseIndex } from '../../attention/sparse/patterns.js';
+import { f16ToF32, f32ToF16 } from '../../gguf/quant.js';
+import { kvRuns, kvStoreOf, type KVStore } from './kv.js';
+import type { SessionConfig } from './ort.js';
+
+/** A head whose sparse index keeps more than this share of the causal entries is computed dense. */
+export const DENSE_ABOVE = 0.6;
+
+/** Query head h of a group alone. */
+function headOnly(a: HeadGroupInput, h: number): HeadGroupInput {
+  const d = a.headDim;
+  const q = new Float32Array(a.nQ * d);
+  for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray((i * a.nHeads + h) * d, (i * a.nHeads + h + 1) * d), i * d);
+  return { ...a, q, nHeads: 1 };
+}
+
+let F16_LUT: Float32Array | null = null;
+/** Every half's f32 value, indexed by its bits. */
+function f16Lut(): Float32Array {
+  if (!F16_LUT) {
+    F16_LUT = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) F16_LUT[h] = f16ToF32(h);
+  }
+  return F16_LUT;
+}
+
+/** Per [layer][query head], sampled attention recall rows (the last 64 rows of each sparse call). */
+export type RecallSamples = number[][][];
+
+export class HostAttention {
+  private readonly attn: CpuAttention;
+  private readonly est: CpuVerticalSlashEstimator;
+  /** When set, every sparse call also computes dense lse for its last 64 rows and records their recall. */
+  recall: RecallSamples | null = null;
+  /** When set, sees every sparse call's head group before it is computed (`repokv calibrate`). */
+  capture: ((layer: number, kvHead: number, a: HeadGroupInput) => void) | null = null;
+  /** Heads whose index keeps more than this share run dense (1: never; exact sparse semantics, tests). */
+  denseAbove = DENSE_ABOVE;
+
+  constructor(cfg: SessionConfig) {
+    this.attn = new CpuAttention(cfg);
+    this.est = new CpuVerticalSlashEstimator(cfg);
+  }
+
+  dispose(): void {
+    this.attn.dispose();
+    this.est.dispose();
+  }
+
+  /**
+   * One attention op: q [rows, H·d], k/v [rows, G·d] (this step's new rows), per sequence slice. Writes
+   * the new K/V rows and returns [rows, H·d].
+   */
+  run(q: Float32Array, k: Float32Array, v: Float32Array, rows: number, seqs: SeqSlice[], p: AttentionParams, stats: SparseStats): Float32Array {
+    const t0 = performance.now();
+    const { nHeads: H, nKVHeads: G, headDim: d } = p;
+    const group = H / G;
+    const out = new Float32Array(rows * H * d);
+    for (const s of seqs) {
+      const store = kvStoreOf(s.kv)!;
+      writeRows(store, s, p.layer, k, v, G, d);
+      const nK = s.pos + s.n;
+      const sparse = p.sparse && s.n >= SPARSE_MIN_ROWS ? p.sparse : null;
+      for (let g = 0; g < G; g++) {
+        const K = readHead(store, s, p.layer, 0, g, nK, d);
+        const V = readHead(store, s, p.layer, 1, g, nK, d);
+        const qg = new Float32Array(s.n * group * d);
+        for (let i = 0; i < s.n; i++) qg.set(q.subarray((s.row + i) * H * d + g * group * d, (s.row + i) * H * d + (g + 1) * group * d), i * group * d);
+        const a: HeadGroupInput = { q: qg, k: K, v: V, nQ: s.n, nK, qPos0: s.pos, nHeads: group, headDim: d, scale: p.scale };
+        let r: { out: Float32Array; lse: Float32Array };
+        if (!sparse) {
+          r = this.attn.run({ q: qg, nQ: s.n, qPos0: s.pos, k: [K], v: [V], nK, nHeads: group, nKVHeads: 1, headDim: d, scale: p.scale });
+        } else {
+          this.capture?.(p.layer, g, a);
+          const te = performance.now();
+          const idx = buildGroupIndex(a, sparse.slice(g * group, (g + 1) * group), (h, vert, sl) => this.est.estimate(h, vert, sl));
+          stats.estimateMs += performance.now() - te;
+          let causal = 0;
+          for (let i = 0; i < s.n; i++) causal += Math.min(nK, s.pos + i + 1);
+          for (const x of idx) {
+            stats.keptEntries += Math.round(indexDensity(x) * causal);
+            stats.causalEntries += causal;
+          }
+          stats.calls++;
+          r = this.sparseOrDense(a, idx);
+          if (this.recall) this.sampleRecall(a, r.lse, p.layer, g * group);
+        }
+        for (let i = 0; i < s.n; i++) out.set(r.out.subarray(i * group * d, (i + 1) * group * d), (s.row + i) * H * d + g * group * d);
+      }
+    }
+    stats.attentionMs += performance.now() - t0;
+    return out;
+  }
+
+  /**
+   * sparseAttentionCpu for the heads whose index is sparse enough to pay for its per-block tiles; a
+   * head whose index keeps more than DENSE_ABOVE of the causal entries runs dense (large tiles, and
+   * exact) — the index would cost more than it saves. The index's kept count is reported either way.
+   */
+  private sparseOrDense(a: HeadGroupInput, idx: SparseIndex[]): { out: Float32Array; lse: Float32Array } {
+    const dense = idx.map((x) => indexDensity(x) > this.denseAbove);
+    if (!dense.some(Boolean)) return sparseAttentionCpu(this.attn, a, idx);
+    const d = a.headDim;
+    const out = new Float32Array(a.nQ * a.nHeads * d);
+    const lse = new Float32Array(a.nHeads * a.nQ);
+    for (let h = 0; h < a.nHeads; h++) {
+      const one = headOnly(a, h);
+      const r = dense[h] ? this.attn.run({ q: one.q, nQ: a.nQ, qPos0: a.qPos0, k: [a.k], v: [a.v], nK: a.nK, nHeads: 1, nKVHeads: 1, headDim: d, scale: a.scale }) : sparseAttentionCpu(this.attn, one, [idx[h]]);
+      for (let i = 0; i < a.nQ; i++) out.set(r.out.subarray(i * d, (i + 1) * d), (i * a.nHeads + h) * d);
+      lse.set(r.lse, h * a.nQ);
+    }
+    return { out, lse };
+  }
+
+  /** Recall of the last ≤ 64 rows of a sparse call against dense attention over the same keys. */
+  private sampleRecall(a: HeadGroupInput, lse: Float32Array, layer: number, head0: number): void {
+    const L = Math.min(64, a.nQ);
+    const r0 = a.nQ - L;
+    const dense = this.attn.run({ q: a.q.subarray(r0 * a.nHeads * a.headDim), nQ: L, qPos0: a.qPos0 + r0, k: [a.k], v: [a.v], nK: a.nK, nHeads: a.nHeads, nKVHeads: 1, headDim: a.headDim, scale: a.scale });
+    for (let h = 0; h < a.nHeads; h++) {
+      const rec = attentionRecall(lse.subarray(h * a.nQ + r0, (h + 1) * a.nQ), dense.lse.subarray(h * L, (h + 1) * L));
+      const byLayer = (this.recall![layer] ??= []);
+      const arr = (byLayer[head0 + h] ??= []);
+      for (const x of rec) arr.push(x);
+    }
+  }
+}
+
+/** Writes slice `s`'s new K/V rows (token-major [rows, G·d] in `k`/`v`) into its cache at layer `layer`. */
+export function writeRows(store: KVStore, s: SeqSlice, layer: number, k: Float32Array, v: Float32Array, G: number, d: number): void {
+  const half = store.precision === 'f16';
+  for (const r of kvRuns(s.kv, s.pos, s.pos + s.n)) {
+    for (const which of [0, 1] as const) {
+      const src = which === 0 ? k : v;
+      const dst = store.array(r.block, layer, which);
+      for (let h = 0; h < G; h++) {
+        const o = (h * store.blockRows(r.block) + r.row) * d;
+        for (let t = 0; t < r.n; t++) {
+          const from = (s.row + r.t0 - s.pos + t) * G * d + h * d;
+          if (half) for (let x = 0; x < d; x++) dst[o + t * d + x] = f32ToF16(src[from + x]);
+          else (dst as Float32Array).set(src.subarray(from, from + d), o + t * d);
+        }
+      }
+    }
+  }
+}
+
+/** KV head h's keys (which 0) or values (1) of tokens 0 … nK−1 as contiguous f32 [nK, d]. */
+export function readHead(store: KVStore, s: SeqSlice, layer: number, which: 0 | 1, h: number, nK: number, d: number): Float32Array {
+  const runs = kvRuns(s.kv, 0, nK);
+  if (store.precision === 'f32' && runs.length === 1) {
+    const r = runs[0];
+    const o = (h * store.blockRows(r.block) + r.row) * d;
+    return (store.array(r.block, layer, which) as Float32Array).subarray(o, o + nK * d);
+  }
+  const out = new Float32Array(nK * d);
+  const lut = store.precision === 'f16' ? f16Lut() : null;
+  for (const r of runs) {
+    const o = (h * store.blockRows(r.block) + r.row) * d;
+    const src = store.array(r.block, layer, which);
+    if (lut) {
+      const dst = r.t0 * d;
+      for (let i = 0; i < r.n * d; i++) out[dst + i] = lut[src[o + i]];
+    } else out.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
+  }
+  return out;
+}
