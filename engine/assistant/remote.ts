@@ -295,7 +295,7 @@ export class RemoteClient {
       return new UserError(`the endpoint ${this.base} has no ${what} route (HTTP ${s}${why}); point it at the server's API base, e.g. http://host:8000/v1`);
     }
     if (code === 'context_length_exceeded' || /context length|maximum context|too long|exceeds? the context/i.test(msg ?? '')) {
-      return new UserError(`the remote model's context is too small for the repository and the question (HTTP ${s}${why}); lower the repository budget or use a model with a longer context`);
+      return new UserError(`the remote model's context is too small for the repository and the question (HTTP ${s}${why}); lower the repository's budget (--context-budget, or the setting repokv.contextBudget) or use a model with a longer context`);
     }
     if (s === 429) return new UserError(`the endpoint ${this.base} is rate-limiting requests (HTTP 429${why}); try again later`);
     if (!parsed && s >= 400 && s < 500) return this.notOpenAI(what, `HTTP ${s} without a JSON error`);

@@ -19,6 +19,7 @@ const USAGE = `usage: repokv ask <folder...> "question" [options]
   --backend B        auto | cpu | webgpu | reference (default auto: a GPU if there is one, else the CPU)
   --ctx N            context size in tokens (default: the model's, at most 32768)
   --max-tokens N     answer length limit (default 256)
+  --context-budget N most tokens the repository may take (default: the context less the conversation's share)
   --temperature T    0 = greedy (default 0)
   --json             print one JSON object with the answer and the measurements
   --endpoint URL     answer with an OpenAI-compatible server instead (vLLM, SGLang, llama-server,
@@ -54,6 +55,7 @@ export async function run(args: string[]): Promise<number> {
     model: flagString(p, 'model'),
     backend: (flagString(p, 'backend') ?? 'auto') as BackendChoice,
     contextSize: p.flags.has('ctx') ? flagNumber(p, 'ctx', 8192) : 32768,
+    contextBudget: p.flags.has('context-budget') ? flagNumber(p, 'context-budget', 0) : undefined,
     remote: endpoint
       ? { endpoint, model: flagString(p, 'api-model'), apiKey: process.env[keyVar] || undefined, keyHint: `put the server's key in ${keyVar}`, contextTokens: p.flags.has('ctx') ? flagNumber(p, 'ctx', 32768) : undefined }
       : undefined,

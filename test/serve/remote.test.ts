@@ -179,7 +179,7 @@ test('remote mode: repository block first and byte-identical; the next turn and 
   }
 });
 
-test('one-sentence errors: unreachable, wrong key, unknown model, not an OpenAI API', async () => {
+test('one-sentence errors: unreachable, wrong key, unknown model, context exceeded, not an OpenAI API', async () => {
   const closed = createServer();
   await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
   const port = (closed.address() as AddressInfo).port;
@@ -190,6 +190,10 @@ test('one-sentence errors: unreachable, wrong key, unknown model, not an OpenAI 
   await assert.rejects(new RemoteClient({ endpoint: base, apiKey: 'wrong', keyHint: 'put the key in REPOKV_API_KEY' }).models(), oneSentence(/refused the request \(HTTP 401: missing or wrong API key.*check the API key \(put the key in REPOKV_API_KEY\)$/));
   await assert.rejects(new RemoteClient({ endpoint: base }).models(), oneSentence(/refused the request \(HTTP 401.*it needs an API key$/));
   await assert.rejects(new RemoteClient({ endpoint: base, apiKey: KEY, model: 'gpt-5' }).chat({ messages: msgs }), oneSentence(/has no model "gpt-5" \(it serves qwen2-tiny-q8_0-1\); pick one of its models$/));
+  await assert.rejects(
+    new RemoteClient({ endpoint: base, apiKey: KEY }).chat({ messages: [{ role: 'user', content: 'lorem ipsum dolor '.repeat(2000) }] }),
+    oneSentence(/^the remote model's context is too small for the repository and the question \(HTTP 400: the prompt has \d+ tokens.*lower the repository's budget \(--context-budget/),
+  );
   await assert.rejects(new RemoteClient({ endpoint: otherBase }).models(), oneSentence(/did not answer like an OpenAI-compatible API \(GET \/models: text\/html instead of JSON\)/));
   await assert.rejects(new RemoteClient({ endpoint: `${otherBase}/api` }).models(), oneSentence(/did not answer like an OpenAI-compatible API \(GET \/models: HTTP 404\)/));
 });
