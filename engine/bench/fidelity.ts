@@ -19,20 +19,29 @@ import { GGUFFile } from '../gguf/reader.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { planInductionModel, writeInductionModel } from '../model/induction.js';
 import type { BackendChoice } from '../engine.js';
-import { EngineMethod, LlamaMethod, type FidelityMethod } from '../fidelity/methods.js';
+import { EngineMethod, EngineSparseRecall, LlamaMethod, type FidelityMethod } from '../fidelity/methods.js';
+import { parsePattern } from './sparse.js';
+import { defaultSparseConfig, loadSparseConfig, type SparseModelConfig } from '../attention/sparse/config.js';
+import { sparseFingerprint } from '../engine.js';
+import { loadTransformerConfig } from '../model/config.js';
 import { runFidelity, type FidelityPlan, type RunRecord } from '../fidelity/harness.js';
-import { MODES, TASK_NAMES, type SharedContextMode, type TaskName } from '../fidelity/tasks.js';
+import { ALL_MODES, MODES, TASK_NAMES, type SharedContextMode, type TaskName } from '../fidelity/tasks.js';
 import { heatmapSpec, writeHeatmap } from '../fidelity/chart.js';
 
 const USAGE = `usage: repokv bench fidelity [options]
   --model FILE        GGUF model (default: the constructed induction model, written once to the temp dir)
-  --methods M,M..     dense, llama (default dense,llama); more attention methods plug in (issue 8)
+  --methods M,M..     dense, llama, and sparse prefill on the engine (CPU backend): sparse (the model's
+                      stored or default config), vs:V/S  ashape:SINK/LOCAL  block:K (every head)
+                      (default dense,llama)
+  --cache-dir DIR     where \`repokv calibrate\` wrote the model's sparse config (for "sparse")
   --backend B         backend of the dense method: cpu | reference | webgpu (default cpu)
   --threads N         threads for both engines (default: the machine's cores)
   --tasks T,T..       passkey, kv (default both)
   --lengths L,L..     prompt lengths in tokens, K suffix allowed (default 4K,8K,16K,32K)
   --depths D,D..      needle depths in percent (default 0,25,50,75,100)
-  --modes M,M..       multi-request, multi-turn (default both; passkey asks one question)
+  --modes M,M..       multi-request, multi-turn (SCBench; default both), single (one cold prompt per
+                      question, context + question prefilled together, as RULER; sparse prefill then
+                      covers the question's rows too)
   --questions N       questions per kv context (default 8)
   --seed N            task seed (default 1)
   --llama-max L       longest length llama.cpp runs (default 32K; it is slower here)
@@ -70,7 +79,7 @@ export async function run(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const known = new Set(['model', 'methods', 'backend', 'threads', 'tasks', 'lengths', 'depths', 'modes', 'questions', 'seed', 'llama-max', 'flash-attn', 'out', 'json', 'help']);
+  const known = new Set(['cache-dir', 'model', 'methods', 'backend', 'threads', 'tasks', 'lengths', 'depths', 'modes', 'questions', 'seed', 'llama-max', 'flash-attn', 'out', 'json', 'help']);
   for (const k of p.flags.keys()) if (!known.has(k)) throw new UserError(`unknown option --${k} (see repokv bench fidelity --help)`);
   const json = p.flags.has('json');
   const model = flagString(p, 'model') ?? defaultInductionModel();
@@ -78,11 +87,11 @@ export async function run(args: string[]): Promise<number> {
   const backend = (flagString(p, 'backend') ?? 'cpu') as BackendChoice;
   if (!['cpu', 'reference', 'webgpu', 'auto'].includes(backend)) throw new UserError(`--backend must be cpu, reference or webgpu, got "${backend}"`);
   const methodNames = list(flagString(p, 'methods'), ['dense', 'llama']);
-  for (const m of methodNames) if (m !== 'dense' && m !== 'llama') throw new UserError(`unknown method "${m}" (available: dense, llama; sparse prefill plugs in with issue 8)`);
+  for (const m of methodNames) if (m !== 'dense' && m !== 'llama' && m !== 'sparse') parsePattern(m); // a clear error for a bad one
   const tasks = list(flagString(p, 'tasks'), [...TASK_NAMES]) as TaskName[];
   for (const t of tasks) if (!TASK_NAMES.includes(t)) throw new UserError(`unknown task "${t}" (passkey, kv)`);
   const modes = list(flagString(p, 'modes'), [...MODES]) as SharedContextMode[];
-  for (const m of modes) if (!MODES.includes(m)) throw new UserError(`unknown mode "${m}" (multi-request, multi-turn)`);
+  for (const m of modes) if (!ALL_MODES.includes(m)) throw new UserError(`unknown mode "${m}" (multi-request, multi-turn, single)`);
   const lengths = list(flagString(p, 'lengths'), ['4K', '8K', '16K', '32K']).map(tokens);
   const depths = list(flagString(p, 'depths'), ['0', '25', '50', '75', '100']).map((d) => {
     const v = Number(d);
@@ -124,7 +133,20 @@ export async function run(args: string[]): Promise<number> {
     let method: FidelityMethod;
     const methodPlan = { ...plan };
     if (name === 'dense') method = await EngineMethod.create({ model, backend, threads, maxTokens });
-    else {
+    else if (name !== 'llama') {
+      // Sparse prefill from the shortest length on (the engine's default threshold is 32K); prompts of
+      // fewer than 64 new rows (questions after a cached context, decode) stay dense, as in production.
+      const cfg = sparseConfigOf(model, name, flagString(p, 'cache-dir'));
+      method = await EngineMethod.create({
+        model,
+        backend,
+        threads,
+        maxTokens,
+        name,
+        sparse: { config: cfg, threshold: Math.floor(Math.min(...lengths) / 2) },
+        attention: new EngineSparseRecall(name, { config: cfg.source, pattern: name }),
+      });
+    } else {
       method = new LlamaMethod(model, { threads, flashAttention: p.flags.has('flash-attn') });
       methodPlan.lengths = lengths.filter((l) => l <= llamaMax);
       if (!methodPlan.lengths.length) continue;
@@ -162,4 +184,20 @@ export async function run(args: string[]): Promise<number> {
     if (out) console.log(`heatmap: ${out}`);
   }
   return 0;
+}
+
+/** The sparse config of a fidelity method: "sparse" = stored (--cache-dir) or default; a pattern = every head. */
+function sparseConfigOf(model: string, method: string, cacheDir: string | undefined): SparseModelConfig {
+  const f = GGUFFile.open(model);
+  try {
+    const tc = loadTransformerConfig(f);
+    const fp = sparseFingerprint(model, f, tc);
+    const cfg = cacheDir ? loadSparseConfig(cacheDir, fp, tc.nLayers, tc.nHeads) : defaultSparseConfig(fp, tc.nLayers, tc.nHeads);
+    if (method === 'sparse') return cfg;
+    const pat = parsePattern(method);
+    if (pat === 'config') return cfg;
+    return { ...cfg, source: 'default', heads: cfg.heads.map((l) => l.map(() => pat)) };
+  } finally {
+    f.close();
+  }
 }

@@ -55,7 +55,7 @@ function tokens(s: string): number {
 export function parsePattern(s: string): SparsePattern | 'config' {
   if (s === 'config') return 'config';
   const [kind, rest = ''] = s.split(':');
-  const n = rest.split(',').map(Number);
+  const n = rest.split(/[,/]/).map(Number);
   const ok = (k: number) => n.length === k && n.every((x) => Number.isInteger(x) && x > 0);
   if (kind === 'vs' && ok(2)) return { kind: 'vertical-slash', vertical: n[0], slash: n[1] };
   if (kind === 'ashape' && ok(2)) return { kind: 'a-shape', sink: n[0], local: n[1] };

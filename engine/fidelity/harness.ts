@@ -49,7 +49,9 @@ export function planInstances(tok: Tokenizer, plan: FidelityPlan): { inst: TaskI
   for (const task of plan.tasks) {
     for (const length of plan.lengths) {
       if (task === 'passkey') {
-        for (const depth of plan.depths) out.push({ inst: passkeyTask(tok, { length, depth, seed: plan.seed }), depth, modes: ['multi-request'] });
+        // One question: multi-turn is multi-request; 'single' when asked for.
+        const modes: SharedContextMode[] = plan.modes.includes('single') ? ['multi-request', 'single'] : ['multi-request'];
+        for (const depth of plan.depths) out.push({ inst: passkeyTask(tok, { length, depth, seed: plan.seed }), depth, modes });
       } else {
         out.push({ inst: kvTask(tok, { length, questions: plan.kvQuestions, seed: plan.seed }), depth: null, modes: plan.modes });
       }

@@ -5,7 +5,8 @@
 
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Engine, type BackendChoice, type Sequence } from '../engine.js';
+import { Engine, type BackendChoice, type Sequence, type SparseOptions } from '../engine.js';
+import type { CpuBackend } from '../backends/cpu/index.js';
 import { checkAnswerPath, promptOf, type SharedContextMode, type TaskInstance } from './tasks.js';
 
 export interface QuestionResult {
@@ -79,6 +80,46 @@ export interface EngineMethodOptions {
   paging?: 'auto' | 'host' | 'off';
   attention?: AttentionPlugin;
   name?: string;
+  /** The engine's own sparse prefill (issue 8): config, threshold, chunk. */
+  sparse?: SparseOptions;
+}
+
+/**
+ * Recall of the engine's own sparse prefill on the CPU backend: turns on the host path's sampling (the
+ * last 64 rows of every sparse call against dense attention over the same keys), reports the mean per
+ * layer/head, and the density of everything it computed.
+ */
+export class EngineSparseRecall implements AttentionPlugin {
+  readonly name: string;
+  readonly info: Record<string, unknown>;
+  private engine: Engine | null = null;
+  private stats0 = { kept: 0, causal: 0 };
+  constructor(name: string, info: Record<string, unknown> = {}) {
+    this.name = name;
+    this.info = { sparse: 'engine sparse prefill (CPU backend host path)', ...info };
+  }
+  install(engine: Engine): void {
+    this.engine = engine;
+    const b = engine.backend as CpuBackend;
+    if (engine.backend.info.name === 'cpu') b.host.recall = [];
+    const st = engine.backend.sparseStats;
+    this.stats0 = { kept: st?.keptEntries ?? 0, causal: st?.causalEntries ?? 0 };
+  }
+  recall(): RecallReport | null {
+    const e = this.engine;
+    if (!e || e.backend.info.name !== 'cpu') return null;
+    const rec = (e.backend as CpuBackend).host.recall;
+    if (!rec || !rec.length) return null;
+    const perLayerHead = rec.map((l) => (l ?? []).map((rows) => (rows.length ? rows.reduce((x, y) => x + y, 0) / rows.length : 1)));
+    const flat = perLayerHead.flat();
+    return { perLayerHead, min: Math.min(...flat), mean: flat.reduce((x, y) => x + y, 0) / flat.length };
+  }
+  density(): number {
+    const st = this.engine?.backend.sparseStats;
+    if (!st) return 1;
+    const c = st.causalEntries - this.stats0.causal;
+    return c ? (st.keptEntries - this.stats0.kept) / c : 1;
+  }
 }
 
 function argmaxMargin(logits: Float32Array): { token: number; margin: number } {
@@ -114,7 +155,7 @@ export class EngineMethod implements FidelityMethod {
   }
 
   private static async load(opts: EngineMethodOptions): Promise<Engine> {
-    const engine = await Engine.load({ model: opts.model, backend: opts.backend, threads: opts.threads, contextSize: opts.maxTokens, kv: { paging: opts.paging ?? 'auto' } });
+    const engine = await Engine.load({ model: opts.model, backend: opts.backend, threads: opts.threads, contextSize: opts.maxTokens, kv: { paging: opts.paging ?? 'auto' }, sparse: opts.sparse ?? { mode: 'off' } });
     try {
       await opts.attention?.install(engine);
     } catch (e) {
@@ -124,7 +165,11 @@ export class EngineMethod implements FidelityMethod {
     return engine;
   }
 
-  private async answer(seq: Sequence, logits: Float32Array, n: number): Promise<{ generated: number[]; margin: number }> {
+  private answer(seq: Sequence, logits: Float32Array, n: number): Promise<{ generated: number[]; margin: number }> {
+    return this.answerWith(this.engine, seq, logits, n);
+  }
+
+  private async answerWith(engine: Engine, seq: Sequence, logits: Float32Array, n: number): Promise<{ generated: number[]; margin: number }> {
     const generated: number[] = [];
     let margin = Infinity;
     let cur = logits;
@@ -132,7 +177,7 @@ export class EngineMethod implements FidelityMethod {
       const r = argmaxMargin(cur);
       generated.push(r.token);
       margin = Math.min(margin, r.margin);
-      if (i + 1 < n) [cur] = await this.engine.decodeStep([seq], [r.token]);
+      if (i + 1 < n) [cur] = await engine.decodeStep([seq], [r.token]);
     }
     return { generated, margin };
   }
@@ -153,7 +198,29 @@ export class EngineMethod implements FidelityMethod {
     let contextMs = 0;
     let total = 0;
     const paged = !!e.kvCache;
-    if (mode === 'multi-request') {
+    if (mode === 'single') {
+      // Cold prompts: a fresh engine per question (nothing cached), context + question in one prefill.
+      for (let k = 0; k < inst.questions.length; k++) {
+        if (k > 0) {
+          await this.engine.close();
+          this.engine = await EngineMethod.load(this.opts);
+        }
+        const eng = this.engine;
+        const q = inst.questions[k];
+        const prompt = promptOf(inst, k, mode);
+        const a = performance.now();
+        const seq = eng.createSequence(cap);
+        try {
+          const logits = await eng.prefill(seq, prompt);
+          const { generated, margin } = await this.answerWith(eng, seq, logits, q.answer.length);
+          const computed = seq.lastPrefill!.computedTokens + q.answer.length - 1;
+          total += computed;
+          questions.push(this.result(q, generated, margin, prompt.length, computed, performance.now() - a));
+        } finally {
+          eng.freeSequence(seq);
+        }
+      }
+    } else if (mode === 'multi-request') {
       // One context prefill (kept alive so its pages stay cached), then each question as a new
       // sequence whose prompt is context + question: the prefix cache supplies the context's KV.
       const ctxSeq = paged ? e.createSequence(cap) : null;
@@ -276,7 +343,9 @@ export class LlamaMethod implements FidelityMethod {
 
   async run(inst: TaskInstance, mode: SharedContextMode): Promise<InstanceResult> {
     const t0 = performance.now();
-    const r = await runLlamaJobs(this.model, [{ mode, inst }], this.opts);
+    // llama.cpp's child knows SCBench's two modes; a single cold prompt answers as multi-request does
+    // with dense attention (only the tokens computed differ, counted below as cold).
+    const r = await runLlamaJobs(this.model, [{ mode: mode === 'single' ? 'multi-request' : mode, inst }], this.opts);
     const job = r.jobs[0];
     this.info.version = r.version;
     let promptTokens = inst.context.length;

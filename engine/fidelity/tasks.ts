@@ -33,9 +33,15 @@ export interface TaskInstance {
   seed: number;
 }
 
-/** SCBench's two shared-context modes (§3.2 of research/seed_systems.md). */
-export type SharedContextMode = 'multi-request' | 'multi-turn';
+/**
+ * SCBench's two shared-context modes (§3.2 of research/seed_systems.md), and 'single': one cold prompt
+ * per question, context and question prefilled together (RULER / InfiniteBench / MInference's own
+ * evaluation) — the question's rows are then part of the last prefill chunk, so a sparse prefill's
+ * estimate and index cover them.
+ */
+export type SharedContextMode = 'multi-request' | 'multi-turn' | 'single';
 export const MODES: readonly SharedContextMode[] = ['multi-request', 'multi-turn'];
+export const ALL_MODES: readonly SharedContextMode[] = ['multi-request', 'multi-turn', 'single'];
 
 /** The prompt of question k in a mode: context + question (multi-request) or + every earlier turn with its golden answer (multi-turn). */
 export function promptOf(inst: TaskInstance, k: number, mode: SharedContextMode): number[] {
