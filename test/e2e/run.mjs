@@ -5,6 +5,10 @@
 //   03 Stop ends the answer early        04 a follow-up reports the repository prefix from the cache
 //   05 after a window reload the session resumes, its KV read from disk
 //   06 a path:line reference opens the file in the editor
+//   07 remote mode: repokv.endpoint set to a `repokv serve` started here (a real server on loopback,
+//      with a key), the key entered through "RepoKV: Set API Key for Endpoint…" (secret storage), the
+//      banner says the remote does sparse prefill/retrieval, and a follow-up's status reports the
+//      remote's cached tokens
 // The engine is the real one: a tiny synthetic model (meaningless text) on the reference backend,
 // whose paged KV gives the prefix cache. Usage: node test/e2e/run.mjs <path.vsix>
 import { spawn, spawnSync } from 'node:child_process';
@@ -113,6 +117,7 @@ const shot = async (name) => {
 };
 
 let failed = null;
+let remote = null;
 try {
   await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(ws)}`);
   await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
@@ -196,6 +201,50 @@ try {
   await page.locator('.tabs-container .tab[aria-label*="math.ts"]').waitFor({ timeout: 30_000 });
   await page.waitForTimeout(500);
   await shot('file-opened');
+  // 07: remote mode against a real `repokv serve` on loopback
+  const remoteKey = 'e2e-remote-key';
+  remote = spawn(process.execPath, [join(root, 'bin', 'repokv.js'), 'serve', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '4096', '--api-key', remoteKey], {
+    env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'remote-cache'), REPOKV_API_KEY: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const endpoint = await new Promise((ok, fail) => {
+    let out = '';
+    remote.stdout.on('data', (d) => {
+      out += d;
+      const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
+      if (m) ok(m[1]);
+    });
+    remote.once('exit', (c) => fail(new Error(`repokv serve exited (${c})`)));
+  });
+  log(`remote engine at ${endpoint}`);
+  const remoteSettings = { ...settings, 'repokv.endpoint': endpoint };
+  writeFileSync(join(userData, 'User', 'settings.json'), JSON.stringify(remoteSettings, null, 1));
+  writeFileSync(join(userData, 'Machine', 'settings.json'), JSON.stringify(remoteSettings, null, 1));
+  await panelFrame().locator('#banner', { hasText: 'Remote engine' }).waitFor({ timeout: 60_000 });
+  await runCommand('RepoKV: Set API Key for Endpoint');
+  const keyInput = page.locator('.quick-input-widget input[type="password"]');
+  await keyInput.waitFor({ timeout: 15_000 });
+  await keyInput.fill(remoteKey);
+  await page.keyboard.press('Enter');
+  await page.waitForTimeout(1500);
+  await panelFrame().locator('#new').click();
+  const input3 = panelFrame().locator('#input');
+  await input3.fill('What does src/math.ts export?');
+  await input3.press('Enter');
+  const r1 = panelFrame().locator('.msg.assistant').first();
+  await r1.locator('.status', { hasText: 'tokens/s' }).waitFor({ timeout: 120_000 });
+  log(`remote, first: ${await r1.locator('.status').textContent()}`);
+  await input3.fill('And src/main.ts?');
+  await input3.press('Enter');
+  const r2 = panelFrame().locator('.msg.assistant').nth(1);
+  await r2.locator('.status', { hasText: 'tokens/s' }).waitFor({ timeout: 120_000 });
+  const remoteStatus = (await r2.locator('.status').textContent()) ?? '';
+  log(`remote, follow-up: ${remoteStatus}`);
+  const rc = /(\d+) cached by the remote/.exec(remoteStatus);
+  if (!rc || Number(rc[1]) === 0 || !/remote /.test(remoteStatus)) throw new Error(`the remote follow-up does not report the remote's cached tokens: ${remoteStatus}`);
+  const banner = (await panelFrame().locator('#banner').textContent()) ?? '';
+  if (!/sparse prefill and retrieval attention are the remote engine's business/i.test(banner)) throw new Error(`the banner does not say the remote does sparse prefill: ${banner}`);
+  await shot('remote-cached');
   log('all steps passed');
 } catch (e) {
   failed = e;
@@ -203,6 +252,7 @@ try {
   console.error(serverLog.split('\n').slice(-40).join('\n'));
 } finally {
   await browser.close();
+  remote?.kill('SIGTERM');
   server.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 500));
   if (server.exitCode === null) server.kill('SIGKILL');
