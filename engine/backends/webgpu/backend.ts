@@ -12,16 +12,19 @@
 // KV: contiguous per-sequence caches (createKV: a K and a V buffer per layer), or the page pool the
 // engine uses by default (createKVPool, kv-pool.ts): attention then writes and reads rows through a
 // per-sequence page table. Token picking: argmax and sample run where the logits are (sample.wgsl).
+// Sparse prefill (issue 8): a slice with AttentionParams.sparse and ≥ SPARSE_MIN_ROWS rows goes to
+// sparse.ts after its kv_write (estimation, index and sparse flash recorded in the same pass).
 
 import type { GGUFTensorInfo } from '../../gguf/reader.js';
 import { GGMLType, typeName } from '../../gguf/types.js';
 import { canDequantize, dequantize } from '../../gguf/quant.js';
 import { UserError } from '../../errors.js';
-import { ContiguousKVCache, isPagedKV, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type Weight } from '../../model/backend.js';
+import { ContiguousKVCache, isPagedKV, SPARSE_MIN_ROWS, type Act, type AttentionParams, type Backend, type BackendInfo, type KVCache, type KVCacheOptions, type KVPool, type KVPoolOptions, type RopeConfig, type SeqSlice, type SparseStats, type Weight } from '../../model/backend.js';
 import { createGpuContext, limitsObject, type DeviceOptions, type GpuContext } from './device.js';
 import { PipelineCache, type Defines } from './kernels.js';
 import { ATTENTION_OTHER_BINDINGS, GpuKVPool, MAX_ARENAS, type KVPoolHost } from './kv-pool.js';
 import { KERNEL_TYPES, rowLayout, rowsPerChunk } from './weights.js';
+import { SparseRunner, type SparseHost, type SparseKV } from './sparse.js';
 
 export interface WebGPUBackendOptions extends DeviceOptions {
   /** Caps the bytes of one storage binding below the device limit (tests force the split path). */
@@ -38,6 +41,8 @@ export interface WebGPUBackendOptions extends DeviceOptions {
    * (test/webgpu/attention.test.ts bounds it).
    */
   kvType?: 'f32' | 'f16';
+  /** Sparse prefill: most bytes of one batch's scratch buffer (default 256 MiB; sparse.ts). */
+  sparseScratchBytes?: number;
 }
 
 export class GpuAct implements Act {
@@ -139,6 +144,14 @@ export class WebGPUBackend implements Backend, KVPoolHost {
   /** Dispatches recorded since creation (for tests and doctor). */
   dispatches = 0;
   submits = 0;
+  // ---- sparse prefill (issue 8, sparse.ts) ----
+  /** Honours AttentionParams.sparse: slices of ≥ SPARSE_MIN_ROWS rows run kernels/sparse_*.wgsl. */
+  readonly sparse = true;
+  /** keptEntries is brought up to date by each read of results (sparse.ts, "Stats"). */
+  sparseStats: SparseStats = { calls: 0, keptEntries: 0, causalEntries: 0, estimateMs: 0, attentionMs: 0 };
+  private sparseRunnerInstance?: SparseRunner;
+  private readonly sparseScratchBytes?: number;
+  // ----
 
   static async create(opts: WebGPUBackendOptions = {}): Promise<WebGPUBackend> {
     return new WebGPUBackend(await createGpuContext(opts), opts);
@@ -160,6 +173,7 @@ export class WebGPUBackend implements Backend, KVPoolHost {
     this.decodeMaxRows = opts.decodeMaxRows ?? 4;
     this.decodeChunk = opts.decodeChunk ?? 256;
     this.kvF16 = opts.kvType === 'f16';
+    this.sparseScratchBytes = opts.sparseScratchBytes;
     const a = ctx.adapter;
     this.info = {
       name: 'webgpu',
@@ -508,6 +522,14 @@ export class WebGPUBackend implements Backend, KVPoolHost {
       }
       const g = this.grid2(f16 ? total / 2 : total, 256);
       this.dispatch('attention.wgsl', 'kv_write', defs, [...base, 0, g.gx, total, ...paging], { 1: this.bind(K), 2: this.bind(V), ...write }, [g.gx, g.gy]);
+      // ---- sparse prefill (issue 8): estimation, index and sparse flash on the GPU (sparse.ts) ----
+      if (p.sparse && s.n >= SPARSE_MIN_ROWS) {
+        const paged = isPagedKV(kvAny);
+        const kv: SparseKV = { paged, f16, read, paging: paging as [number, number, number], defines: {} };
+        if (paged) for (const k of Object.keys(defs)) if (k === 'PAGE' || k.startsWith('AR')) kv.defines[k] = defs[k];
+        if (this.sparseRunner.run({ q: this.bind(Q), out: this.bind(out), lse: this.bind(lse), rows: Q.rows, s, p, kv }, this.sparseStats)) continue;
+      }
+      // ----
       if (s.n <= this.decodeMaxRows) {
         const nSplits = Math.ceil(nKeys / CHUNK);
         const po = this.acquire(s.n * p.nHeads * nSplits * HD * 4, 'attn partial o');
@@ -619,8 +641,35 @@ export class WebGPUBackend implements Backend, KVPoolHost {
     if (list) list.push(staging);
     else this.readPool.set(size, [staging]);
     if (this.ctx.lost) throw new Error(`WebGPU device lost: ${this.ctx.lost}`);
+    if (this.sparseRunnerInstance?.dirty) await this.sparseRunnerInstance.sync(this.sparseStats); // sparse prefill: kept entries
     return out;
   }
+
+  // ---- sparse prefill (issue 8, sparse.ts) ----
+  /** The sparse-prefill recorder (created on first use). */
+  get sparseRunner(): SparseRunner {
+    this.sparseRunnerInstance ??= new SparseRunner(this.sparseHost(), { scratchBytes: this.sparseScratchBytes, workgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize });
+    return this.sparseRunnerInstance;
+  }
+
+  /** Brings sparseStats.keptEntries up to date (after all queued work). */
+  async syncSparseStats(): Promise<void> {
+    await this.sparseRunnerInstance?.sync(this.sparseStats);
+  }
+
+  private sparseHost(): SparseHost {
+    return {
+      device: this.device,
+      maxBinding: this.maxBinding,
+      dispatch: (file, entry, defines, params, bindings, grid) => this.dispatch(file, entry, defines, params, bindings, grid),
+      acquire: (bytes, label) => this.acquire(bytes, label),
+      recycle: (b) => this.recycle(b),
+      upload: (data) => this.upload(data),
+      readRange: (buf, offset, bytes) => this.readRange(buf, offset, bytes),
+      flushRecorded: () => this.flush(),
+    };
+  }
+  // ----
 
   release(x: Act): void {
     const a = x as GpuAct;
