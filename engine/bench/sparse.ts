@@ -26,7 +26,9 @@ import { defaultSparseConfig, loadSparseConfig, type SparseModelConfig } from '.
 import type { SparsePattern } from '../attention/sparse/patterns.js';
 import { passkeyTask } from '../fidelity/tasks.js';
 import { defaultInductionModel } from './fidelity.js';
-import { recallStats, sparseAttentionCpu, denseAttentionRef, buildGroupIndex, type HeadGroupInput } from '../attention/sparse/attention.js';
+import { recallStats, buildGroupIndex, type HeadGroupInput } from '../attention/sparse/attention.js';
+import { BatchedSparseCpu } from '../attention/sparse/batched-cpu.js';
+import { CPU_SPARSE_BLOCK } from '../backends/cpu/host-attention.js';
 import { CpuAttention } from '../attention/cpu-attention.js';
 import { CpuVerticalSlashEstimator } from '../attention/sparse/estimate-cpu.js';
 import { indexDensity } from '../attention/sparse/patterns.js';
@@ -108,7 +110,7 @@ export async function run(args: string[]): Promise<number> {
     threads,
     contextSize: maxLen + 64,
     kv: { prefixCaching: false },
-    sparse: { config: { ...cfg, threshold: Math.min(cfg.threshold, ...lengths) }, chunk },
+    sparse: { config: { ...cfg, threshold: Math.min(cfg.threshold, Math.floor(Math.min(...lengths) / 2)) }, chunk },
   });
   const results: Record<string, unknown>[] = [];
   try {
@@ -197,9 +199,9 @@ export async function run(args: string[]): Promise<number> {
 
 /**
  * The attention op alone on planted inputs: one head group (2 query heads, d 128) of L keys where
- * every query attends to the sink (key 0), its local band (keys within 64 before it) and 8 needle
- * columns, through a shared direction in q and k; the rest is noise. Dense (CpuAttention over all keys)
- * vs sparse (estimate + index + sparseAttentionCpu) on the same inputs; recall on the last 512 rows
+ * every query attends to the sink (key 0), to its neighbourhood with a power-law tail (RoPE-like
+ * decay) and to 8 needle columns; the rest is noise. Dense (CpuAttention over all keys)
+ * vs sparse (estimate + index + BatchedSparseCpu) on the same inputs; recall on the last 512 rows
  * against the dense lse (sparse rows are exact where they keep the mass).
  */
 export function plantedAttention(L: number, pattern: SparsePattern, threads?: number) {
@@ -214,44 +216,49 @@ export function plantedAttention(L: number, pattern: SparsePattern, threads?: nu
     k[i] = rng.normal() * 0.3;
     v[i] = rng.normal();
   }
-  // Dimension 0: every query has a large component; the sink and the needles have a large key there.
-  // Dimensions 1..16: a slowly rotating position code shared by q_i and k_j, peaked at j ≈ i (local band).
+  // Dimension 0: every query has a large component; the sink (key 0) and the needles a large key there.
+  // Dimensions 1..96: 48 RoPE-like pairs at log-spaced frequencies θ_m = 10000^(−m/48), q_i = A·(cos θi,
+  // sin θi), k_j = (cos θj, sin θj): q·k = A Σ cos(θ_m (i − j)) ≈ 48·A·(1 − log10(i − j)/4), i.e. scores
+  // that fall off with the log of the distance — RoPE's long-term decay, how trained models attend
+  // locally with a power-law tail. The rest is noise (content).
   const needles = Array.from({ length: 8 }, (_, i) => Math.floor(((i + 1) * L) / 9));
+  const M = 48;
+  const A = 3.3;
+  const theta = Array.from({ length: M }, (_, m) => Math.pow(10000, -m / M));
   for (let i = 0; i < L; i++) {
     for (let h = 0; h < H; h++) {
       const o = i * H * d + h * d;
       q[o] = 4;
-      for (let m = 0; m < 8; m++) {
-        const th = (i * 2 * Math.PI) / (64 * (m + 1));
-        q[o + 1 + 2 * m] = 3 * Math.cos(th);
-        q[o + 2 + 2 * m] = 3 * Math.sin(th);
+      for (let m = 0; m < M; m++) {
+        q[o + 1 + 2 * m] = A * Math.cos(theta[m] * i);
+        q[o + 2 + 2 * m] = A * Math.sin(theta[m] * i);
       }
     }
-    for (let m = 0; m < 8; m++) {
-      const th = (i * 2 * Math.PI) / (64 * (m + 1));
-      k[i * d + 1 + 2 * m] = Math.cos(th);
-      k[i * d + 2 + 2 * m] = Math.sin(th);
+    k[i * d] = 0;
+    for (let m = 0; m < M; m++) {
+      k[i * d + 1 + 2 * m] = Math.cos(theta[m] * i);
+      k[i * d + 2 + 2 * m] = Math.sin(theta[m] * i);
     }
   }
-  k[0] = 3;
-  for (const j of needles) k[j * d] = 2.5;
+  k[0] = 20;
+  for (const j of needles) k[j * d] = 12;
   const a: HeadGroupInput = { q, k, v, nQ: L, nK: L, qPos0: 0, nHeads: H, headDim: d, scale: 1 / Math.sqrt(d) };
   const cfg = threads ? { threads } : {};
   const attn = new CpuAttention(cfg);
   const est = new CpuVerticalSlashEstimator(cfg);
+  const batched = new BatchedSparseCpu(cfg);
   try {
     let t0 = performance.now();
     const dense = attn.run({ q, nQ: L, qPos0: 0, k: [k], v: [v], nK: L, nHeads: H, nKVHeads: 1, headDim: d, scale: a.scale });
     const denseMs = performance.now() - t0;
     t0 = performance.now();
-    const idx = buildGroupIndex(a, [pattern, pattern], (h, vert, sl) => est.estimate(h, vert, sl));
+    const idx = buildGroupIndex(a, [pattern, pattern], (h, vert, sl) => est.estimate(h, vert, sl), CPU_SPARSE_BLOCK);
     const estimateMs = performance.now() - t0;
-    const sparse = sparseAttentionCpu(attn, a, idx);
+    const sparse = batched.run(a, idx);
     const sparseMs = performance.now() - t0;
     const rows: number[] = [];
     for (let h = 0; h < H; h++) for (let i = Math.max(0, L - 512); i < L; i++) rows.push(Math.exp(sparse.lse[h * L + i] - dense.lse[h * L + i]));
     const rs = recallStats(Float64Array.from(rows));
-    void denseAttentionRef; // the reference of both paths (test/sparse)
     return {
       bench: 'sparse',
       section: 'planted-attention',
@@ -267,5 +274,6 @@ export function plantedAttention(L: number, pattern: SparsePattern, threads?: nu
   } finally {
     attn.dispose();
     est.dispose();
+    batched.dispose();
   }
 }

@@ -22,7 +22,7 @@ async function logitsOf(opts: EngineOptions, tokens: number[]): Promise<{ logits
   const e = await Engine.load(opts);
   try {
     // Exact sparse semantics (no dense fallback for dense-ish heads), as the reference computes.
-    if (e.backend.info.name === 'cpu') (e.backend as CpuBackend).host.denseAbove = 1;
+    if (e.backend.info.name === 'cpu') Object.assign((e.backend as CpuBackend).host, { denseAbove: 1, block: 64 });
     const seq = e.createSequence();
     const logits = await e.prefill(seq, tokens);
     const next = await e.decodeStep([seq], [tokens[0]]); // a dense decode step after a sparse prefill

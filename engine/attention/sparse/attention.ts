@@ -36,8 +36,8 @@ export function headInput(a: HeadGroupInput, h: number): HeadInput {
 }
 
 /** Per-head indices for per-head patterns (online estimation where the pattern needs it). */
-export function buildGroupIndex(a: HeadGroupInput, patterns: SparsePattern[], estimate?: VerticalSlashEstimate): SparseIndex[] {
-  return patterns.map((p, h) => buildIndex(p, headInput(a, h), undefined, estimate));
+export function buildGroupIndex(a: HeadGroupInput, patterns: SparsePattern[], estimate?: VerticalSlashEstimate, block?: number): SparseIndex[] {
+  return patterns.map((p, h) => buildIndex(p, headInput(a, h), block, estimate));
 }
 
 /** Plain reference: attentionRef with the index's key sets as `keep`. out [nQ, nHeads·d], lse [nHeads, nQ]. */
