@@ -19,6 +19,10 @@ const benches: Record<string, Bench> = {
     summary: 'fidelity [--model F] [--methods dense,llama] [--tasks passkey,kv] [--lengths 4K,32K] [--depths 0,50,100] [--out heat.svg|png] [--json]: accuracy of attention methods on a constructed induction model',
     load: () => import('../bench/fidelity.js'),
   },
+  retrieval: {
+    summary: 'retrieval [--contexts 8K,32K,128K] [--methods dense,flat,ivf,graph,nsw] [--top-k 100] [--recall 0.9] [--json]: retrieval attention at decode — keys scanned, recall@k, time per token, index build share, memory',
+    load: () => import('../bench/retrieval.js'),
+  },
   serve: {
     summary: 'serve [--model F] [--backend cpu] [--sessions 4] [--repo-bytes 6000] [--max-tokens 24] [--duration 20] [--json]: K concurrent streaming sessions over HTTP, one shared repository prefix vs K independent ones (tokens computed, time to first token, tokens/s, errors, server RSS)',
     load: () => import('../bench/serve.js'),

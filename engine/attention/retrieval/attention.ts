@@ -9,6 +9,7 @@
 // −Infinity for a part that attends nothing.
 import { mergeAttentionRef } from '../../model/ref-ops.js';
 import type { RetrievalIndex, SearchOptions } from './types.js';
+import { dot } from './vectors.js';
 
 export interface RetrievalInput {
   /** The decode token's queries of this group, [nHeads·d] (head h at h·d). */
@@ -63,7 +64,7 @@ export interface PartialResult {
  * (per head, or one list for all heads; disjoint from the ranges). out [nHeads·d], lse [nHeads].
  */
 export function partialAttention(a: RetrievalInput, ranges: [number, number][], ids: Int32Array | Int32Array[] | null = null): PartialResult {
-  const { nHeads, headDim: d, scale, k, v } = a;
+  const { nHeads, headDim: d, scale, k, v, q } = a;
   const out = new Float32Array(nHeads * d);
   const lse = new Float32Array(nHeads).fill(-Infinity);
   let len = 0;
@@ -75,47 +76,54 @@ export function partialAttention(a: RetrievalInput, ranges: [number, number][], 
   for (let h = 0; h < nHeads; h++) {
     const qo = h * d;
     const hid = ids ? (Array.isArray(ids) ? ids[h] : ids) : null;
+    const nid = hid ? hid.length : 0;
+    // scores: the ranges' keys, then the ids' keys, in sc[0 .. c)
     let m = -Infinity;
     let c = 0;
-    const score = (j: number) => {
-      const ko = j * d;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      let t = 0;
-      for (; t + 4 <= d; t += 4) {
-        s0 += a.q[qo + t] * k[ko + t];
-        s1 += a.q[qo + t + 1] * k[ko + t + 1];
-        s2 += a.q[qo + t + 2] * k[ko + t + 2];
-        s3 += a.q[qo + t + 3] * k[ko + t + 3];
+    for (let ri = 0; ri < ranges.length; ri++) {
+      const e = ranges[ri][1];
+      for (let j = ranges[ri][0]; j < e; j++) {
+        const s = dot(q, qo, k, j * d, d) * scale;
+        sc[c++] = s;
+        if (s > m) m = s;
       }
-      for (; t < d; t++) s0 += a.q[qo + t] * k[ko + t];
-      const s = (s0 + s1 + s2 + s3) * scale;
+    }
+    for (let i = 0; i < nid; i++) {
+      const s = dot(q, qo, k, hid![i] * d, d) * scale;
       sc[c++] = s;
       if (s > m) m = s;
-    };
-    for (const [s, e] of ranges) for (let j = s; j < e; j++) score(j);
-    if (hid) for (let i = 0; i < hid.length; i++) score(hid[i]);
+    }
     if (c === 0) continue;
     let sum = 0;
     for (let i = 0; i < c; i++) {
-      sc[i] = Math.exp(sc[i] - m);
-      sum += sc[i];
+      const p = Math.exp(sc[i] - m);
+      sc[i] = p;
+      sum += p;
     }
     acc.fill(0);
     c = 0;
-    const addV = (j: number) => {
-      const p = sc[c++];
-      const vo = j * d;
-      for (let t = 0; t < d; t++) acc[t] += p * v[vo + t];
-    };
-    for (const [s, e] of ranges) for (let j = s; j < e; j++) addV(j);
-    if (hid) for (let i = 0; i < hid.length; i++) addV(hid[i]);
-    for (let t = 0; t < d; t++) out[qo + t] = acc[t] / sum;
+    for (let ri = 0; ri < ranges.length; ri++) {
+      const e = ranges[ri][1];
+      for (let j = ranges[ri][0]; j < e; j++) axpy(acc, sc[c++], v, j * d, d);
+    }
+    for (let i = 0; i < nid; i++) axpy(acc, sc[c++], v, hid![i] * d, d);
+    const inv = 1 / sum;
+    for (let t = 0; t < d; t++) out[qo + t] = acc[t] * inv;
     lse[h] = m + Math.log(sum);
   }
   return { out, lse };
+}
+
+/** acc += p · v[vo .. vo+d) */
+function axpy(acc: Float64Array, p: number, v: Float32Array, vo: number, d: number): void {
+  let t = 0;
+  for (; t + 4 <= d; t += 4) {
+    acc[t] += p * v[vo + t];
+    acc[t + 1] += p * v[vo + t + 1];
+    acc[t + 2] += p * v[vo + t + 2];
+    acc[t + 3] += p * v[vo + t + 3];
+  }
+  for (; t < d; t++) acc[t] += p * v[vo + t];
 }
 
 /** Dense attention of the decode token over keys 0 .. n−1 (the baseline; same loops as the parts). */
