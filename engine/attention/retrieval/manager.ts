@@ -73,6 +73,8 @@ interface Slot {
 export class RetrievalIndexManager {
   readonly cfg: RetrievalConfig;
   private slots: Slot[];
+  /** A fork shares its parent's indexes read-only: it never appends (keys past them attend exactly). */
+  private frozen = false;
 
   constructor(
     readonly shape: RetrievalShape,
@@ -154,11 +156,34 @@ export class RetrievalIndexManager {
     }
   }
 
+  /**
+   * A manager for a sequence forked from this one (same prefix): it shares the built indexes without
+   * copying and never appends to them (splitKeys attends the keys past them exactly), so neither
+   * sequence can see the other's later keys. Slots without an index build their own.
+   */
+  fork(): RetrievalIndexManager {
+    const f = new RetrievalIndexManager(this.shape, this.cfg);
+    f.slots = this.slots.map((s) => ({ sampled: [], tail: new Map(), index: s.index, buildMs: 0 }));
+    f.frozen = true;
+    return f;
+  }
+
+  /** The sequence was cut to n tokens: indexes reaching past n and kept queries past n are dropped. */
+  truncate(n: number): void {
+    for (const s of this.slots) {
+      if (s.index && s.index.base + s.index.size > n) {
+        s.index = null;
+        s.buildMs = 0;
+      }
+      for (const p of [...s.tail.keys()]) if (p >= n) s.tail.delete(p);
+    }
+  }
+
   /** Decode step for (layer, kvHead): builds lazily, catches up, then split attention. */
   attend(layer: number, kvHead: number, input: RetrievalInput): RetrievalResult {
     const s = this.slot(layer, kvHead);
     if (!s.index) this.build(layer, kvHead, input.k, input.n);
-    else this.catchUp(layer, kvHead, input.k, input.n);
+    else if (!this.frozen) this.catchUp(layer, kvHead, input.k, input.n);
     const opts: RetrievalOptions = { sink: this.cfg.sink, window: this.cfg.window, topK: this.cfg.topK, gqa: this.cfg.gqa, search: this.cfg.search };
     return retrievalAttention(input, s.index, opts);
   }
