@@ -15,7 +15,12 @@
 #                                   Qwen2.5-1.5B (28 layers, 1536 wide, 12 heads, 2 KV heads, 8960 FFN,
 #                                   tied, vocab 151936) in Q4_K_M: decode tokens/s and its fraction of the
 #                                   4.8 TB/s bound (weight bytes x tokens/s / 4.8e12)  -> bench.json
-#   5. node scripts/test.mjs webgpu  the WebGPU test suite                             -> tests.txt
+#   5. engine/backends/webgpu/sparse-bench.ts  sparse prefill (issue 8): dense vs sparse attention of
+#                                   the last 8K-row chunk at 16K, 32K, 64K, 128K keys (Qwen2.5-1.5B's
+#                                   attention shape, paged f16 KV, the engine's default vertical-slash
+#                                   budget), estimation share, density, recall; random and planted
+#                                   inputs                                             -> sparse.json
+#   6. node scripts/test.mjs webgpu  the WebGPU test suite                             -> tests.txt
 # Summary of all of it: $OUT/gpu-check.json (also printed last on stdout).
 set -u
 
@@ -91,7 +96,17 @@ else
   echo "gpu-check: bench skipped (no hardware WebGPU adapter: $software)" >&2
 fi
 
-# 5. tests
+# 5. sparse prefill kernels
+if [ "$tiny" = 1 ]; then
+  run sparse 120 "$OUT/sparse.json" node --import tsx engine/backends/webgpu/sparse-bench.ts --tiny
+elif [ "$software" = false ]; then
+  run sparse 150 "$OUT/sparse.json" node --import tsx engine/backends/webgpu/sparse-bench.ts --lengths "${GPU_CHECK_SPARSE_LENGTHS:-16384,32768,65536,131072}" --repeat 2
+else
+  printf 'sparse\tskipped\t0\n' >> "$steps"
+  echo "gpu-check: sparse skipped (no hardware WebGPU adapter: $software)" >&2
+fi
+
+# 6. tests
 run tests 240 "$OUT/tests.txt" node scripts/test.mjs webgpu
 
 # Summary.
@@ -106,6 +121,7 @@ const tests = read('tests.txt') || '';
 const count = (k) => { const m = new RegExp(`^# ${k} (\\d+)`, 'm').exec(tests); return m ? +m[1] : null; };
 const failed = [...tests.matchAll(/^not ok \d+ - (.*)$/gm)].map((m) => m[1]);
 const bench = json('bench.json');
+const sparse = json('sparse.json');
 const w = doctor && doctor.webgpu;
 console.log(JSON.stringify({
   check: 'gpu-check', tiny: tiny === '1', seconds: +seconds, steps,
@@ -114,6 +130,7 @@ console.log(JSON.stringify({
   // Totals come from the runner's last lines; a run cut short by its time limit has only the ok lines.
   tests: { tests: count('tests'), pass: count('pass'), fail: count('fail'), failed, okLines: (tests.match(/^ok \d+/gm) || []).length },
   bench,
+  sparse,
 }, null, 1));
 EOF
 cat "$OUT/gpu-check.json"

@@ -21,7 +21,7 @@
 // the GPU into a 64-bit counter that `sync` reads (the backend calls it after each read of results), so
 // SparseStats.keptEntries lags until the next read. estimateMs / attentionMs stay 0 here: the passes
 // share the step's single compute pass, so there is no per-pass time without splitting it (the
-// benchmark in scripts/gpu-sparse-bench.ts times them by synchronizing instead).
+// benchmark sparse-bench.ts times them by synchronizing instead).
 
 import type { AttentionParams, SeqSlice, SparseStats } from '../../model/backend.js';
 import type { SparsePattern } from '../../attention/sparse/patterns.js';
@@ -220,6 +220,8 @@ export function causalEntries(nQ: number, pos: number): number {
 export class SparseRunner {
   /** When set, each batch's scratch is kept (not recycled) and pushed here. */
   debug?: SparseCapture[];
+  /** Benchmarks: record only the estimation and index passes (no sparse flash, out/lse untouched). */
+  indexOnly = false;
   /** Calls that fell back to dense attention because one head's scratch exceeds a storage binding. */
   denseFallbacks = 0;
   /** Kept entries counted on the GPU but not yet added to SparseStats. */
@@ -331,6 +333,10 @@ export class SparseRunner {
       }
       const gi = fold(Math.ceil(L.nQB / 64));
       d('sparse_index.wgsl', 'sparse_index', {}, params(0, gi.gx, 0), { 1: SP }, [gi.gx, gi.gy, nb]);
+      if (this.indexOnly) {
+        this.host.recycle(sp);
+        continue;
+      }
       const gf = fold(Math.ceil(nQ / 16));
       d('sparse_attention.wgsl', 'sparse_flash', { ...kvDefs, BK }, params(0, gf.gx, 0), { 1: SP, 5: c.q, ...kvRead, 8: c.out }, [gf.gx, gf.gy, nb]);
       const gl = fold(Math.ceil(nQ / 64));
