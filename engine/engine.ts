@@ -20,6 +20,7 @@ import { Transformer, type Batch, type TransformerConfig } from './model/transfo
 import { Tokenizer } from './text/tokenizer.js';
 import { ChatTemplate, type ChatMessage } from './text/chat-template.js';
 import { ReferenceBackend } from './backends/reference/index.js';
+import { DEFAULT_RETRIEVAL_CONFIG, RetrievalIndexManager, type RetrievalConfig } from './attention/retrieval/manager.js';
 import { layerPatterns, loadSparseConfig, defaultSparseConfig, type SparseModelConfig } from './attention/sparse/config.js';
 
 export type BackendChoice = 'auto' | 'cpu' | 'webgpu' | 'reference';
@@ -42,6 +43,19 @@ export interface EngineOptions {
   kv?: KVOptions;
   /** Sparse prefill (issue 8, engine/attention/sparse/README.md). */
   sparse?: SparseOptions;
+  /** Retrieval attention at decode (issue 9, engine/attention/retrieval/README.md). */
+  retrieval?: RetrievalOptions;
+}
+
+export interface RetrievalOptions {
+  /**
+   * 'off' (default): dense decode. 'on': sequences whose capacity reaches the index threshold
+   * (config.minContext, default 16K) decode through a retrieval index once their context does (CPU
+   * backend: host-side attention). Dense below the threshold either way.
+   */
+  mode?: 'on' | 'off';
+  /** Index kind, budgets (sink 128, window 512, top-k 100), sampling, threshold. */
+  config?: Partial<RetrievalConfig>;
 }
 
 export interface SparseOptions {
@@ -132,6 +146,8 @@ export class Sequence {
   constructor(
     readonly id: number,
     readonly kv: KVCache,
+    /** Retrieval-attention indexes of this sequence (null: dense decode). */
+    readonly retrieval: RetrievalIndexManager | null = null,
   ) {}
   get length(): number {
     return this.tokens.length;
@@ -140,6 +156,7 @@ export class Sequence {
   truncate(n: number): void {
     this.kv.truncate(n);
     this.tokens.length = n;
+    this.retrieval?.truncate(n);
   }
 }
 
@@ -161,6 +178,8 @@ export class Engine {
     /** Sparse prefill config (null: always dense). */
     readonly sparse: SparseModelConfig | null = null,
     private readonly sparseChunk = prefillChunk,
+    /** Retrieval decode settings (null: dense decode). */
+    readonly retrievalConfig: RetrievalConfig | null = null,
   ) {}
 
   static async load(opts: EngineOptions): Promise<Engine> {
@@ -205,7 +224,13 @@ export class Engine {
         throw e;
       }
       const sparseChunk = opts.sparse?.chunk ?? Math.max(chunk, 8192);
-      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache, sparse, sparseChunk);
+      // Retrieval decode (issue 9): on a backend with host-side attention, when the context can reach
+      // the index's threshold.
+      const ro = opts.retrieval ?? {};
+      const rcfg = { ...DEFAULT_RETRIEVAL_CONFIG, ...(ro.config ?? {}) };
+      const retrieval = ro.mode === 'on' && backend.sparse && backend.info.name === 'cpu' && ctx >= rcfg.minContext ? rcfg : null;
+      if (retrieval) backend.enableSparse?.();
+      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache, sparse, sparseChunk, retrieval);
     } finally {
       file.close();
     }
@@ -225,7 +250,9 @@ export class Engine {
   createSequence(capacity = this.contextSize): Sequence {
     this.assertAlive();
     const kv = this.kvCache ? this.kvCache.createSequence(capacity) : this.model.createKV(capacity);
-    return new Sequence(this.nextSeqId++, kv);
+    const c = this.config;
+    const rm = this.retrievalConfig && capacity >= this.retrievalConfig.minContext ? new RetrievalIndexManager({ nLayers: c.nLayers, nKVHeads: c.nKVHeads, group: c.nHeads / c.nKVHeads, headDim: c.headDim }, this.retrievalConfig) : null;
+    return new Sequence(this.nextSeqId++, kv, rm);
   }
 
   freeSequence(seq: Sequence): void {
@@ -239,7 +266,8 @@ export class Engine {
   forkSequence(seq: Sequence, capacity = seq.kv.capacity): Sequence {
     this.assertAlive();
     if (!this.kvCache || !(seq.kv instanceof PagedSequenceKV)) throw new UserError('forking a sequence needs paged KV (a backend with a KV pool, or kv.paging "host")');
-    const f = new Sequence(this.nextSeqId++, this.kvCache.fork(seq.kv, capacity));
+    // The fork shares the parent's retrieval indexes read-only (manager.fork()).
+    const f = new Sequence(this.nextSeqId++, this.kvCache.fork(seq.kv, capacity), seq.retrieval?.fork() ?? null);
     f.tokens.push(...seq.tokens);
     return f;
   }
@@ -313,7 +341,7 @@ export class Engine {
       logits = await this.model.forward({
         tokens: toks,
         positions: Int32Array.from({ length: n }, (_, i) => pos0 + i),
-        seqs: [{ kv: seq.kv, row: 0, n, pos: pos0 }],
+        seqs: [{ kv: seq.kv, row: 0, n, pos: pos0, retrieval: seq.retrieval ?? undefined }],
         logitRows: end === tokens.length ? [n - 1] : [],
         sparse,
       });
@@ -346,7 +374,7 @@ export class Engine {
     const out = await run({
       tokens: Int32Array.from(tokens),
       positions: Int32Array.from(seqs, (s) => s.length),
-      seqs: seqs.map((s, i) => ({ kv: s.kv, row: i, n: 1, pos: s.length })),
+      seqs: seqs.map((s, i) => ({ kv: s.kv, row: i, n: 1, pos: s.length, retrieval: s.retrieval ?? undefined })),
       logitRows: seqs.map((_, i) => i),
     });
     seqs.forEach((s, i) => s.tokens.push(tokens[i]));

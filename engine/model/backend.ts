@@ -16,6 +16,7 @@
 
 import type { GGUFTensorInfo } from '../gguf/reader.js';
 import type { SparsePattern } from '../attention/sparse/patterns.js';
+import type { RetrievalIndexManager } from '../attention/retrieval/manager.js';
 
 export type Act = { readonly rows: number; readonly cols: number };
 export type Weight = { readonly name: string; readonly dims: readonly number[] };
@@ -40,6 +41,12 @@ export interface SeqSlice {
   n: number;
   /** Position of its first new token (= tokens already in its KV cache). */
   pos: number;
+  /**
+   * Retrieval attention (issue 9, engine/attention/retrieval/): the sequence's index manager. Prefill
+   * rows (≥ SPARSE_MIN_ROWS) feed it their queries; shorter slices (decode, short appends) attend
+   * through it once the context reaches its threshold. Only given to backends with `sparse: true`.
+   */
+  retrieval?: RetrievalIndexManager;
 }
 
 export interface KVCache {
@@ -173,6 +180,12 @@ export interface SparseStats {
   /** Time spent estimating indices (last-64-query softmax, top-k, merge), and in sparse attention in all. */
   estimateMs: number;
   attentionMs: number;
+  /** Retrieval decode: rows attended through an index, keys they could see, keys scanned by searches, keys attended (static + retrieved), time. */
+  retrievalRows?: number;
+  retrievalKeys?: number;
+  retrievalScanned?: number;
+  retrievalAttended?: number;
+  retrievalMs?: number;
 }
 
 export interface BackendInfo {

@@ -159,11 +159,13 @@ export class RetrievalIndexManager {
   /**
    * A manager for a sequence forked from this one (same prefix): it shares the built indexes without
    * copying and never appends to them (splitKeys attends the keys past them exactly), so neither
-   * sequence can see the other's later keys. Slots without an index build their own.
+   * sequence can see the other's later keys. Slots without an index yet build their own from the
+   * parent's sampled queries.
    */
   fork(): RetrievalIndexManager {
     const f = new RetrievalIndexManager(this.shape, this.cfg);
-    f.slots = this.slots.map((s) => ({ sampled: [], tail: new Map(), index: s.index, buildMs: 0 }));
+    // Not built yet: the fork keeps the prefill's sampled queries too, to build its own attention-aware index.
+    f.slots = this.slots.map((s) => (s.index ? { sampled: [], tail: new Map(), index: s.index, buildMs: 0 } : { sampled: s.sampled.slice(), tail: new Map(s.tail), index: null, buildMs: 0 }));
     f.frozen = true;
     return f;
   }

@@ -94,14 +94,34 @@ export class HostAttention {
       writeRows(store, s, p.layer, k, v, G, d);
       const nK = s.pos + s.n;
       const sparse = p.sparse && s.n >= SPARSE_MIN_ROWS ? p.sparse : null;
+      const rm = s.retrieval ?? null;
+      // Retrieval keeps an f32 copy of the sequence's keys/values (the index and its exact parts read
+      // them by position); the mirror follows the cache, filled from the pages when it lags behind.
+      const mirror = rm ? this.mirror(s, store, p.layer, G, d) : null;
       for (let g = 0; g < G; g++) {
-        const K = readHead(store, s, p.layer, 0, g, nK, d);
-        const V = readHead(store, s, p.layer, 1, g, nK, d);
+        const K = mirror ? mirror.view(p.layer, g, 0, nK) : readHead(store, s, p.layer, 0, g, nK, d);
+        const V = mirror ? mirror.view(p.layer, g, 1, nK) : readHead(store, s, p.layer, 1, g, nK, d);
         const qg = new Float32Array(s.n * group * d);
         for (let i = 0; i < s.n; i++) qg.set(q.subarray((s.row + i) * H * d + g * group * d, (s.row + i) * H * d + (g + 1) * group * d), i * group * d);
         const a: HeadGroupInput = { q: qg, k: K, v: V, nQ: s.n, nK, qPos0: s.pos, nHeads: group, headDim: d, scale: p.scale };
         let r: { out: Float32Array; lse: Float32Array };
-        if (!sparse) {
+        if (rm && s.n >= SPARSE_MIN_ROWS) rm.observePrefillQueries(p.layer, g, qg, s.pos, s.n);
+        if (rm && s.n < SPARSE_MIN_ROWS && rm.useRetrieval(nK)) {
+          // Decode rows (and short appends): static sink + window exactly, top-k from the index.
+          const tr = performance.now();
+          const o = new Float32Array(s.n * group * d);
+          for (let i = 0; i < s.n; i++) {
+            const n = s.pos + i + 1;
+            const res = rm.attend(p.layer, g, { q: qg.subarray(i * group * d, (i + 1) * group * d), k: K, v: V, n, nHeads: group, headDim: d, scale: p.scale });
+            o.set(res.out, i * group * d);
+            stats.retrievalRows = (stats.retrievalRows ?? 0) + 1;
+            stats.retrievalKeys = (stats.retrievalKeys ?? 0) + n;
+            stats.retrievalScanned = (stats.retrievalScanned ?? 0) + res.scanned;
+            stats.retrievalAttended = (stats.retrievalAttended ?? 0) + res.staticKeys + res.retrieved;
+          }
+          stats.retrievalMs = (stats.retrievalMs ?? 0) + performance.now() - tr;
+          r = { out: o, lse: new Float32Array(0) };
+        } else if (!sparse) {
           r = this.attn.run({ q: qg, nQ: s.n, qPos0: s.pos, k: [K], v: [V], nK, nHeads: group, nKVHeads: 1, headDim: d, scale: p.scale });
         } else {
           this.capture?.(p.layer, g, a);
@@ -123,6 +143,18 @@ export class HostAttention {
     }
     stats.attentionMs += performance.now() - t0;
     return out;
+  }
+
+  private mirrors = new WeakMap<object, KVMirror>();
+  /** The f32 mirror of a sequence's K/V, synced to this step's rows at `layer`. */
+  private mirror(s: SeqSlice, store: KVStore, layer: number, G: number, d: number): KVMirror {
+    let m = this.mirrors.get(s.kv);
+    if (!m) {
+      m = new KVMirror(G, d);
+      this.mirrors.set(s.kv, m);
+    }
+    m.sync(store, s, layer);
+    return m;
   }
 
   /**
@@ -197,4 +229,60 @@ export function readHead(store: KVStore, s: SeqSlice, layer: number, which: 0 | 
     } else out.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
   }
   return out;
+}
+
+/**
+ * An f32 copy of one sequence's keys and values per (layer, KV head), grown as it grows: what the
+ * retrieval index and its exact parts read by position (the cache's own f16 pages would need a
+ * conversion per read). Rows equal the cache's (f16-rounded when the cache is f16).
+ */
+export class KVMirror {
+  private data: Float32Array[][] = []; // [layer][(head·2 + which)]
+  private lens: number[] = [];
+  private cap = 0;
+  constructor(
+    readonly G: number,
+    readonly d: number,
+  ) {}
+
+  /** Rows 0 … s.pos + s.n − 1 of `layer`, copied from the cache where the mirror lags. */
+  sync(store: KVStore, s: SeqSlice, layer: number): void {
+    const need = s.pos + s.n;
+    const d = this.d;
+    let have = Math.min(this.lens[layer] ?? 0, s.pos); // a rewound sequence rewrites its tail
+    if (need > this.cap) {
+      const cap = Math.max(need, Math.ceil(this.cap * 1.5), 1024);
+      this.data = this.data.map((l) =>
+        l.map((a) => {
+          const b = new Float32Array(cap * d);
+          b.set(a);
+          return b;
+        }),
+      );
+      this.cap = cap;
+    }
+    let arrs = this.data[layer];
+    if (!arrs) {
+      arrs = this.data[layer] = Array.from({ length: 2 * this.G }, () => new Float32Array(this.cap * d));
+      have = 0;
+    }
+    if (have >= need) return;
+    const lut = store.precision === 'f16' ? f16Lut() : null;
+    for (const r of kvRuns(s.kv, have, need)) {
+      for (let h = 0; h < this.G; h++) {
+        for (const which of [0, 1] as const) {
+          const src = store.array(r.block, layer, which);
+          const o = (h * store.blockRows(r.block) + r.row) * d;
+          const dst = arrs[h * 2 + which];
+          if (lut) for (let i = 0; i < r.n * d; i++) dst[r.t0 * d + i] = lut[src[o + i]];
+          else dst.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
+        }
+      }
+    }
+    this.lens[layer] = need;
+  }
+
+  view(layer: number, h: number, which: 0 | 1, n: number): Float32Array {
+    return this.data[layer][h * 2 + which].subarray(0, n * this.d);
+  }
 }

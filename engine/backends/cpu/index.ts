@@ -417,7 +417,7 @@ export class CpuBackend implements Backend {
       rows += s.n;
     }
     if (rows !== Q.rows) throw new Error(`attention: sequences cover ${rows} rows of ${Q.rows}`);
-    if (p.sparse && !this.splitAttention) throw new Error('sparse attention on the CPU backend needs enableSparse() before the first step');
+    if ((p.sparse || seqs.some((s) => s.retrieval)) && !this.splitAttention) throw new Error('sparse or retrieval attention on the CPU backend needs enableSparse() before the first step');
     if (p.sparse && p.sparse.length !== H) throw new Error(`attention: ${p.sparse.length} sparse patterns for ${H} heads`);
     return this.record(Q.rows, Q.cols, { kind: 'attention', q: Q, k: K, v: V, p: { ...p }, seqs });
   }
@@ -483,7 +483,7 @@ export class CpuBackend implements Backend {
       const w = new Set([...wanted].filter((a) => inPart.has(a)));
       for (const later of parts.slice(k + 1)) for (const b of later) for (const i of inputsOf(b.op!)) if (inPart.has(i)) w.add(i);
       const op = part[0].op!;
-      if (part.length === 1 && op.kind === 'attention' && op.p.sparse && op.seqs.some((s) => s.n >= SPARSE_MIN_ROWS)) this.runHostAttention(part[0]);
+      if (part.length === 1 && op.kind === 'attention' && ((op.p.sparse && op.seqs.some((s) => s.n >= SPARSE_MIN_ROWS)) || op.seqs.some((s) => s.retrieval))) this.runHostAttention(part[0]);
       else this.runSegment(part, w);
     });
   }
