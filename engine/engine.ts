@@ -12,7 +12,7 @@ import { HostKVPool } from './kv/host-pool.js';
 import { KVCacheManager, type KVCacheStats } from './kv/manager.js';
 import { PagedSequenceKV } from './kv/paged-kv.js';
 import { modelFingerprint, type ModelFingerprint } from './kv/fingerprint.js';
-import { PAGE_SIZE } from './kv/hash.js';
+import { hashKey, PAGE_SIZE, type PageHash } from './kv/hash.js';
 import type { StorageCodec } from './kv/codec.js';
 import { loadTransformerConfig } from './model/config.js';
 import { Rng, Sampler, type SamplingOptions } from './model/sampler.js';
@@ -147,7 +147,7 @@ export class Sequence {
     readonly id: number,
     readonly kv: KVCache,
     /** Retrieval-attention indexes of this sequence (null: dense decode). */
-    readonly retrieval: RetrievalIndexManager | null = null,
+    public retrieval: RetrievalIndexManager | null = null,
   ) {}
   get length(): number {
     return this.tokens.length;
@@ -306,6 +306,8 @@ export class Engine {
       if (r.covered > before) {
         const covered = Math.min(r.covered, all.length - 1);
         if (covered < r.covered) cache.rewind(paged, covered);
+        // A fresh sequence on a cached prefix takes that prefix's retrieval indexes (read-only).
+        if (before === 0 && seq.retrieval) this.adoptRetrieval(seq, paged, covered);
         seq.tokens.length = 0;
         seq.tokens.push(...all.slice(0, covered));
         start = covered - before;
@@ -351,7 +353,28 @@ export class Engine {
     }
     report.ms = performance.now() - t0;
     seq.lastPrefill = report;
+    if (seq.retrieval && paged && paged.hashes.length) this.registerRetrieval(paged.hashes[paged.hashes.length - 1], seq.retrieval);
     return logits;
+  }
+
+  /** Retrieval managers by the page hash of the prefix they saw (a few, most recent last). */
+  private retrievalByPrefix = new Map<string, RetrievalIndexManager>();
+  private registerRetrieval(h: PageHash, m: RetrievalIndexManager): void {
+    const key = hashKey(h);
+    this.retrievalByPrefix.delete(key);
+    this.retrievalByPrefix.set(key, m);
+    while (this.retrievalByPrefix.size > 8) this.retrievalByPrefix.delete(this.retrievalByPrefix.keys().next().value as string);
+  }
+  /** The longest registered prefix of a restored sequence: its manager, forked (indexes shared). */
+  private adoptRetrieval(seq: Sequence, paged: PagedSequenceKV, covered: number): void {
+    const pages = Math.min(paged.hashes.length, Math.floor(covered / PAGE_SIZE));
+    for (let i = pages - 1; i >= 0; i--) {
+      const m = this.retrievalByPrefix.get(hashKey(paged.hashes[i]));
+      if (m) {
+        seq.retrieval = m.fork();
+        return;
+      }
+    }
   }
 
   /** One decode step for several sequences at once: appends one token to each, returns their logits. */

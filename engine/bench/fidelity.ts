@@ -31,7 +31,9 @@ import { heatmapSpec, writeHeatmap } from '../fidelity/chart.js';
 const USAGE = `usage: repokv bench fidelity [options]
   --model FILE        GGUF model (default: the constructed induction model, written once to the temp dir)
   --methods M,M..     dense, llama, and sparse prefill on the engine (CPU backend): sparse (the model's
-                      stored or default config), vs:V/S  ashape:SINK/LOCAL  block:K (every head)
+                      stored or default config), vs:V/S  ashape:SINK/LOCAL  block:K (every head);
+                      retrieval[:K] (dense prefill, retrieval decode; index K = graph, graph-l2,
+                      ivf, flat) and M+retrieval[:K] for any sparse M
                       (default dense,llama)
   --cache-dir DIR     where \`repokv calibrate\` wrote the model's sparse config (for "sparse")
   --backend B         backend of the dense method: cpu | reference | webgpu (default cpu)
@@ -87,7 +89,17 @@ export async function run(args: string[]): Promise<number> {
   const backend = (flagString(p, 'backend') ?? 'cpu') as BackendChoice;
   if (!['cpu', 'reference', 'webgpu', 'auto'].includes(backend)) throw new UserError(`--backend must be cpu, reference or webgpu, got "${backend}"`);
   const methodNames = list(flagString(p, 'methods'), ['dense', 'llama']);
-  for (const m of methodNames) if (m !== 'dense' && m !== 'llama' && m !== 'sparse') parsePattern(m); // a clear error for a bad one
+  // retrieval[:KIND] and M+retrieval[:KIND], KIND = graph (default) | graph-l2 | ivf | flat.
+  const retrievalOf = (m: string) => /(?:^|\+)retrieval(?::([a-z0-9-]+))?$/.exec(m);
+  const prefillOf = (m: string) => {
+    const r = retrievalOf(m);
+    return r ? (r.index === 0 ? 'dense' : m.slice(0, r.index)) : m;
+  };
+  for (const m of methodNames) {
+    const k = retrievalOf(m)?.[1];
+    if (k && !['graph', 'graph-l2', 'ivf', 'flat'].includes(k)) throw new UserError(`unknown retrieval index "${k}" in "${m}" (graph, graph-l2, ivf, flat)`);
+  }
+  for (const m of methodNames) if (!['dense', 'llama', 'sparse'].includes(prefillOf(m))) parsePattern(prefillOf(m)); // a clear error for a bad one
   const tasks = list(flagString(p, 'tasks'), [...TASK_NAMES]) as TaskName[];
   for (const t of tasks) if (!TASK_NAMES.includes(t)) throw new UserError(`unknown task "${t}" (passkey, kv)`);
   const modes = list(flagString(p, 'modes'), [...MODES]) as SharedContextMode[];
@@ -132,11 +144,20 @@ export async function run(args: string[]): Promise<number> {
   for (const name of methodNames) {
     let method: FidelityMethod;
     const methodPlan = { ...plan };
+    const rk = retrievalOf(name);
+    const retrieval = !!rk;
+    const pre = prefillOf(name);
+    // Retrieval decode from half the shortest length on (sink 128, window 512, top-100).
+    const kind = rk?.[1] ?? 'graph';
+    const ret = retrieval
+      ? { mode: 'on' as const, config: { minContext: Math.floor(Math.min(...lengths) / 2), kind: kind === 'graph-l2' ? ('graph' as const) : (kind as 'graph' | 'ivf' | 'flat'), ...(kind === 'graph-l2' ? { graph: { l2all: true } } : {}) } }
+      : undefined;
     if (name === 'dense') method = await EngineMethod.create({ model, backend, threads, maxTokens });
+    else if (pre === 'dense') method = await EngineMethod.create({ model, backend, threads, maxTokens, name, retrieval: ret, attention: new EngineSparseRecall(name, { retrieval: kind }) });
     else if (name !== 'llama') {
       // Sparse prefill from the shortest length on (the engine's default threshold is 32K); prompts of
       // fewer than 64 new rows (questions after a cached context, decode) stay dense, as in production.
-      const cfg = sparseConfigOf(model, name, flagString(p, 'cache-dir'));
+      const cfg = sparseConfigOf(model, pre, flagString(p, 'cache-dir'));
       method = await EngineMethod.create({
         model,
         backend,
@@ -144,7 +165,8 @@ export async function run(args: string[]): Promise<number> {
         maxTokens,
         name,
         sparse: { config: cfg, threshold: Math.floor(Math.min(...lengths) / 2) },
-        attention: new EngineSparseRecall(name, { config: cfg.source, pattern: name }),
+        retrieval: ret,
+        attention: new EngineSparseRecall(name, { config: cfg.source, pattern: pre, ...(retrieval ? { retrieval: kind } : {}) }),
       });
     } else {
       method = new LlamaMethod(model, { threads, flashAttention: p.flags.has('flash-attn') });

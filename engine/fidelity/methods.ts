@@ -5,7 +5,7 @@
 
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Engine, type BackendChoice, type Sequence, type SparseOptions } from '../engine.js';
+import { Engine, type BackendChoice, type RetrievalOptions, type Sequence, type SparseOptions } from '../engine.js';
 import type { CpuBackend } from '../backends/cpu/index.js';
 import { checkAnswerPath, promptOf, type SharedContextMode, type TaskInstance } from './tasks.js';
 
@@ -82,6 +82,8 @@ export interface EngineMethodOptions {
   name?: string;
   /** The engine's own sparse prefill (issue 8): config, threshold, chunk. */
   sparse?: SparseOptions;
+  /** Retrieval decode (issue 9). */
+  retrieval?: RetrievalOptions;
 }
 
 /**
@@ -114,6 +116,13 @@ export class EngineSparseRecall implements AttentionPlugin {
     const flat = perLayerHead.flat();
     return { perLayerHead, min: Math.min(...flat), mean: flat.reduce((x, y) => x + y, 0) / flat.length };
   }
+  /** Retrieval decode: share of the keys the searches scanned, and of the keys attended, per decode row. */
+  retrievalShares(): { scanned: number; attended: number; rows: number } | null {
+    const st = this.engine?.backend.sparseStats;
+    if (!st || !st.retrievalRows) return null;
+    return { scanned: (st.retrievalScanned ?? 0) / (st.retrievalKeys ?? 1), attended: (st.retrievalAttended ?? 0) / (st.retrievalKeys ?? 1), rows: st.retrievalRows };
+  }
+
   density(): number {
     const st = this.engine?.backend.sparseStats;
     if (!st) return 1;
@@ -155,7 +164,7 @@ export class EngineMethod implements FidelityMethod {
   }
 
   private static async load(opts: EngineMethodOptions): Promise<Engine> {
-    const engine = await Engine.load({ model: opts.model, backend: opts.backend, threads: opts.threads, contextSize: opts.maxTokens, kv: { paging: opts.paging ?? 'auto' }, sparse: opts.sparse ?? { mode: 'off' } });
+    const engine = await Engine.load({ model: opts.model, backend: opts.backend, threads: opts.threads, contextSize: opts.maxTokens, kv: { paging: opts.paging ?? 'auto' }, sparse: opts.sparse ?? { mode: 'off' }, retrieval: opts.retrieval });
     try {
       await opts.attention?.install(engine);
     } catch (e) {
