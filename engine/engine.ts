@@ -629,7 +629,10 @@ function sparseConfigFor(opts: EngineOptions, file: GGUFFile, config: Transforme
     throw new UserError(`the sparse-prefill config describes ${cfg.heads.length} layers of ${cfg.heads[0]?.length ?? 0} heads, the model has ${config.nLayers} of ${config.nHeads}; run \`repokv calibrate\` for this model`);
   }
   if (o.threshold !== undefined) cfg = { ...cfg, threshold: o.threshold };
-  if (ctx < cfg.threshold) return null;
+  // Strictly above: a context that merely reaches the threshold gains little (published experience:
+  // dense wins below ~32K), and on the CPU backend sparse mode keeps attention outside the step graphs
+  // for every step (README: the decode cost of that), so a 32K-context model stays on the fast path.
+  if (ctx <= cfg.threshold) return null;
   backend.enableSparse?.();
   return cfg;
 }

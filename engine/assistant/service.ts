@@ -31,6 +31,8 @@ export interface AssistantOptions {
   backend?: BackendChoice;
   /** Context size in tokens (default: the model's, at most 32768). */
   contextSize?: number;
+  /** Retrieval attention at decode for contexts from 16K tokens (issue 9; default off). */
+  retrieval?: boolean;
   /** Tokens the repository may take (default: the context less a quarter, 1024–8192, for the conversation). */
   contextBudget?: number;
   /** Memory budget of the KV page pool, in bytes. */
@@ -137,6 +139,8 @@ export interface AnswerStatus {
    * estimate (the remote's tokenizer is not here), and prefillMs the wait for the first token.
    */
   remote?: { endpoint: string; model: string; cachedReported: boolean };
+  /** The computed prompt tokens were prefilled with sparse attention (above the sparse threshold). */
+  sparsePrefill?: boolean;
 }
 
 export interface AnswerResult {
@@ -210,6 +214,7 @@ export class AssistantService {
       contextSize: this.opts.contextSize ?? 32768,
       onLoadProgress: onProgress ? (done, total) => onProgress({ stage: 'load', done, total }) : undefined,
       kv: { cacheDir: this.kvDir, memoryBytes: this.opts.memoryBytes, maxDiskBytes: this.opts.maxDiskBytes, onWarning: this.opts.onWarning },
+      retrieval: this.opts.retrieval ? { mode: 'on' } : undefined,
     }).then(
       (e) => {
         this.engine = e;
@@ -487,6 +492,7 @@ export class AssistantService {
       answerTokens: tokens.length,
       tokensPerSecond: tokens.length > 1 && tFirst ? (tokens.length - 1) / ((tEnd - tFirst) / 1000) : null,
       stopReason,
+      ...(report?.sparse ? { sparsePrefill: true } : {}),
     };
   }
 

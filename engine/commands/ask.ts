@@ -17,7 +17,9 @@ const USAGE = `usage: repokv ask <folder...> "question" [options]
   --session ID       continue (or start) the multi-turn session ID; its KV is reused
   --model FILE       GGUF model (default: $REPOKV_MODEL, else the built-in synthetic model)
   --backend B        auto | cpu | webgpu | reference (default auto: a GPU if there is one, else the CPU)
-  --ctx N            context size in tokens (default: the model's, at most 32768)
+  --ctx N            context size in tokens (default: the model's, at most 32768); above 32768 the
+                     prefill goes sparse (MInference patterns; \`repokv calibrate\` tunes them per head)
+  --retrieval        decode through retrieval attention once the context reaches 16K tokens
   --max-tokens N     answer length limit (default 256)
   --context-budget N most tokens the repository may take (default: the context less the conversation's share)
   --temperature T    0 = greedy (default 0)
@@ -30,7 +32,7 @@ const USAGE = `usage: repokv ask <folder...> "question" [options]
   --ctx N            with --endpoint: the remote model's context when the server does not report it`;
 
 export async function run(args: string[]): Promise<number> {
-  const p = parseArgs(args, ['json', 'help']);
+  const p = parseArgs(args, ['json', 'help', 'retrieval']);
   if (p.flags.has('help')) {
     console.log(USAGE);
     return 0;
@@ -55,6 +57,7 @@ export async function run(args: string[]): Promise<number> {
     model: flagString(p, 'model'),
     backend: (flagString(p, 'backend') ?? 'auto') as BackendChoice,
     contextSize: p.flags.has('ctx') ? flagNumber(p, 'ctx', 8192) : 32768,
+    retrieval: p.flags.has('retrieval'),
     contextBudget: p.flags.has('context-budget') ? flagNumber(p, 'context-budget', 0) : undefined,
     remote: endpoint
       ? { endpoint, model: flagString(p, 'api-model'), apiKey: process.env[keyVar] || undefined, keyHint: `put the server's key in ${keyVar}`, contextTokens: p.flags.has('ctx') ? flagNumber(p, 'ctx', 32768) : undefined }
@@ -99,7 +102,7 @@ export async function run(args: string[]): Promise<number> {
         if (!json) process.stdout.write(text);
       },
     });
-    const out = { session: m.session, backend: m.backend, ...(m.remote ? { endpoint: m.remote.endpoint, model: m.remote.model, cachedReported: m.remote.cachedReported, notice: model.remote?.notice } : {}), promptTokens: m.promptTokens, cachedTokens: m.cachedTokens, computedTokens: m.computedTokens, repoTokens: m.repoTokens, files: m.files, loadMs: Math.round(tLoad - t0), prefillMs: m.prefillMs, timeToFirstTokenMs: m.timeToFirstTokenMs, answerTokens: m.answerTokens, tokensPerSecond: m.tokensPerSecond, stopReason: m.stopReason };
+    const out = { session: m.session, backend: m.backend, ...(m.remote ? { endpoint: m.remote.endpoint, model: m.remote.model, cachedReported: m.remote.cachedReported, notice: model.remote?.notice } : {}), promptTokens: m.promptTokens, cachedTokens: m.cachedTokens, sparsePrefill: !!m.sparsePrefill, computedTokens: m.computedTokens, repoTokens: m.repoTokens, files: m.files, loadMs: Math.round(tLoad - t0), prefillMs: m.prefillMs, timeToFirstTokenMs: m.timeToFirstTokenMs, answerTokens: m.answerTokens, tokensPerSecond: m.tokensPerSecond, stopReason: m.stopReason };
     if (json) console.log(JSON.stringify({ answer, ...out }));
     else {
       process.stdout.write('\n');
@@ -107,7 +110,7 @@ export async function run(args: string[]): Promise<number> {
         ? m.remote.cachedReported
           ? `prompt ${m.promptTokens} tokens (${m.cachedTokens} cached by the remote, ${m.computedTokens} computed there)`
           : `prompt ${m.promptTokens} tokens (the remote reports no cached-token count)`
-        : `prompt ${m.promptTokens} tokens (${m.cachedTokens} from cache, ${m.computedTokens} computed)`;
+        : `prompt ${m.promptTokens} tokens (${m.cachedTokens} from cache, ${m.computedTokens} computed${m.sparsePrefill ? ', sparse prefill' : ''})`;
       console.error(
         `repokv: session ${m.session} · ${prompt} · ` +
           `first token ${(m.timeToFirstTokenMs / 1000).toFixed(2)} s · ${m.tokensPerSecond ? m.tokensPerSecond.toFixed(1) : '-'} tokens/s · ${m.backend}` +

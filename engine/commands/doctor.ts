@@ -5,6 +5,11 @@
 import { cpuDoctor } from '../backends/cpu/doctor.js';
 import { webgpuDoctor, type WebGPUDoctorReport } from '../backends/webgpu/doctor.js';
 import { parseArgs } from './args.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cacheDir } from '../paths.js';
+import { DEFAULT_SPARSE_THRESHOLD, DEFAULT_VS } from '../attention/sparse/config.js';
+import { DEFAULT_RETRIEVAL_CONFIG } from '../attention/retrieval/manager.js';
 
 export interface DoctorReport {
   node: string;
@@ -15,6 +20,45 @@ export interface DoctorReport {
   autoBackend: 'webgpu' | 'cpu';
   /** Why, in one sentence. */
   autoReason: string;
+  /** How attention runs by context length (issue 8 sparse prefill, issue 9 retrieval decode). */
+  longContext: LongContextReport;
+}
+
+export interface LongContextReport {
+  sparseThreshold: number;
+  sparseDefault: string;
+  /** Models with a `repokv calibrate` config in the KV cache folder. */
+  calibrated: { dir: string; source: string; referenceLength: number; threshold: number }[];
+  retrieval: { default: 'off'; minContext: number; budgets: string };
+  summary: string;
+}
+
+function longContext(): LongContextReport {
+  const root = join(cacheDir(), 'kv');
+  const calibrated: LongContextReport['calibrated'] = [];
+  try {
+    for (const d of readdirSync(root)) {
+      try {
+        const c = JSON.parse(readFileSync(join(root, d, 'sparse.json'), 'utf8')) as { source: string; referenceLength: number; threshold: number };
+        calibrated.push({ dir: join(root, d), source: c.source, referenceLength: c.referenceLength, threshold: c.threshold });
+      } catch {
+        // no config in this model's folder
+      }
+    }
+  } catch {
+    // no cache yet
+  }
+  const r = DEFAULT_RETRIEVAL_CONFIG;
+  const vs = `vertical-slash ${DEFAULT_VS.kind === 'vertical-slash' ? `${DEFAULT_VS.vertical}/${DEFAULT_VS.slash}` : ''}`;
+  return {
+    sparseThreshold: DEFAULT_SPARSE_THRESHOLD,
+    sparseDefault: vs,
+    calibrated,
+    retrieval: { default: 'off', minContext: r.minContext, budgets: `sink ${r.sink} + window ${r.window} + top-${r.topK} (${r.kind} index)` },
+    summary:
+      `prefill dense up to ${DEFAULT_SPARSE_THRESHOLD} tokens of context, sparse above (${vs} per head, or the config \`repokv calibrate\` stored: ${calibrated.length} model${calibrated.length === 1 ? '' : 's'}); ` +
+      `decode dense, or retrieval attention from ${r.minContext} tokens when turned on (sink ${r.sink} + window ${r.window} + top-${r.topK})`,
+  };
 }
 
 export async function doctor(): Promise<DoctorReport> {
@@ -26,7 +70,7 @@ export async function doctor(): Promise<DoctorReport> {
   else if (webgpu.ok) autoReason = `the only WebGPU adapter (${webgpu.adapter?.device || webgpu.adapter?.description}) is a software one, which auto never picks`;
   else autoReason = 'no usable WebGPU adapter';
   if (!gpu) autoReason += cpu.ok ? `; the CPU backend (onnxruntime ${String(cpu.onnxruntime)}, ${String(cpu.threads)} threads) runs instead` : `, and the CPU backend is unavailable too (${String(cpu.error)})`;
-  return { node: process.version, platform: `${process.platform}-${process.arch}`, webgpu, cpu, autoBackend: gpu ? 'webgpu' : 'cpu', autoReason };
+  return { node: process.version, platform: `${process.platform}-${process.arch}`, webgpu, cpu, autoBackend: gpu ? 'webgpu' : 'cpu', autoReason, longContext: longContext() };
 }
 
 function formatCpu(c: ReturnType<typeof cpuDoctor>): string[] {
@@ -61,7 +105,7 @@ export async function run(args: string[]): Promise<number> {
   if (p.flags.has('json')) {
     console.log(JSON.stringify(r, null, 2));
   } else {
-    console.log([`repokv doctor (Node ${r.node}, ${r.platform})`, ...formatWebGPU(r.webgpu), ...formatCpu(r.cpu), `  backend auto → ${r.autoBackend}: ${r.autoReason}`].join('\n'));
+    console.log([`repokv doctor (Node ${r.node}, ${r.platform})`, ...formatWebGPU(r.webgpu), ...formatCpu(r.cpu), `  backend auto → ${r.autoBackend}: ${r.autoReason}`, `  long contexts: ${r.longContext.summary}`].join('\n'));
   }
   return 0;
 }
