@@ -26,6 +26,7 @@ const DPT: u32 = HD / TPR;
 var<workgroup> kv: array<f32, BK * HD>;
 var<workgroup> sp: array<f32, BQ * BK * TPR>;
 var<workgroup> tk: array<u32, BK>;
+var<workgroup> trow: array<vec2<u32>, BK>;
 var<workgroup> wcnt: u32;
 
 @compute @workgroup_size(64)
@@ -111,11 +112,16 @@ fn sparse_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (cnt == 0u) {
       break;
     }
+    // Each key's row address once per tile (a page-table lookup), not once per element.
+    for (var jj = t; jj < cnt; jj += 64u) {
+      trow[jj] = krow(tk[jj]);
+    }
+    workgroupBarrier();
     for (var idx = t; idx < BK * HD; idx += 64u) {
       let jj = idx / HD;
       var v = 0.0;
       if (jj < cnt) {
-        v = kat(krow(tk[jj]), kh * HD + idx % HD);
+        v = kat(trow[jj], kh * HD + idx % HD);
       }
       kv[idx] = v;
     }
@@ -144,7 +150,7 @@ fn sparse_flash(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
       let jj = idx / HD;
       var v = 0.0;
       if (jj < cnt) {
-        v = vat(krow(tk[jj]), kh * HD + idx % HD);
+        v = vat(trow[jj], kh * HD + idx % HD);
       }
       kv[idx] = v;
     }

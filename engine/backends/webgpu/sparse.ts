@@ -268,7 +268,7 @@ export class SparseRunner {
     const header = headerWords(L);
     const wg = this.opts.workgroupBytes;
     let BK = 32;
-    while (BK > 4 && (BK * HD + 16 * BK * 4 + BK + 1) * 4 > wg) BK /= 2;
+    while (BK > 4 && (BK * HD + 16 * BK * 4 + 3 * BK + 1) * 4 > wg) BK /= 2;
     let EBK = 32;
     while (EBK > 4 && EBK * HD * 4 > wg) EBK /= 2;
     const QR = Math.max(1, Math.min(64, Math.floor(2048 / HD)));
