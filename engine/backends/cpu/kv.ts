@@ -15,7 +15,7 @@
 // faster at long contexts (half the bytes to stream; README "KV memory") — 'f32' stores f32 (exact).
 
 import type { KVCache, KVCacheOptions, KVPool, KVPoolOptions, PagedKV } from '../../model/backend.js';
-import { isPagedKV } from '../../model/backend.js';
+import { ContiguousKVCache, isPagedKV } from '../../model/backend.js';
 import { f16ToF32Bits, f32BitsToF16, u16View } from '../../kv/f16.js';
 
 export type KVPrecision = 'f16' | 'f32';
@@ -51,15 +51,15 @@ export function kvValueBytes(precision: KVPrecision): number {
 
 // ---- contiguous cache -------------------------------------------------------------------------------
 
-export class CpuKVCache implements KVCache, KVStore {
-  length = 0;
+export class CpuKVCache extends ContiguousKVCache implements KVStore {
   private k: (KVArray | null)[];
   private v: (KVArray | null)[];
 
   constructor(
-    readonly opts: KVCacheOptions,
+    opts: KVCacheOptions,
     readonly precision: KVPrecision = 'f16',
   ) {
+    super(opts);
     this.k = new Array(opts.nLayers).fill(null);
     this.v = new Array(opts.nLayers).fill(null);
   }
@@ -70,27 +70,14 @@ export class CpuKVCache implements KVCache, KVStore {
   get headDim(): number {
     return this.opts.headDim;
   }
-  get capacity(): number {
-    return this.opts.capacity;
-  }
 
   /** Bytes allocated so far (layers are allocated on first use). */
   get bytes(): number {
     return this.k.reduce((s, a) => s + (a?.byteLength ?? 0), 0) * 2;
   }
 
-  truncate(n: number): void {
-    if (n < 0 || n > this.length) throw new Error(`cannot truncate a KV cache of ${this.length} tokens to ${n}`);
-    this.length = n;
-  }
-
-  commit(n: number): void {
-    if (n < 0 || n > this.capacity) throw new Error(`cannot commit ${n} tokens to a KV cache of capacity ${this.capacity}`);
-    this.length = n;
-  }
-
-  free(): void {
-    this.length = 0;
+  override free(): void {
+    super.free();
     this.k.fill(null);
     this.v.fill(null);
   }
