@@ -8,6 +8,11 @@
 // ("slot"). Header words: 0 slot words, 1..12 offsets of the slot regions (relative to the slot's
 // base), 13..23 capacities and sizes; slot word 0..3 = (query head, pattern kind, a, b). See sparse.ts `Layout`.
 //
+// Bindings (group 0) across the sparse kernels: 0 parameters (uniform), 1 SP, 3 U (sparse_init's
+// upload), 4 ST (kept-entries counter), 5 q, 6/7 contiguous K/V, 8 out, 9 lse, 14 page table, 20..27 KV
+// arenas (read-only here). Defines: KVACCESS declares q and the K/V access (with HD, PAGED, PAGE,
+// KVF16, AR2..AR8 as attention.wgsl).
+//
 // Parameters (one uniform block, 16 words): the attention kernel's geometry for this sequence slice
 // (nQ rows at batch row qRow0, positions pos.., nKeys = pos + nQ keys), slot0 (first slot of the
 // dispatch: wid.z counts from it), gridX (workgroups per row of a 2-D folded grid: a linear workgroup
