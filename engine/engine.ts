@@ -69,7 +69,7 @@ export interface SparseOptions {
   threshold?: number;
   /** Use this config instead of the stored (`repokv calibrate`) or default one. */
   config?: SparseModelConfig;
-  /** Prefill chunk while sparse (default max(prefillChunk, 8192)): one estimate per chunk. */
+  /** Prefill chunk while sparse (CPU default max(prefillChunk, 8192); WebGPU: prefillChunk): one estimate per chunk. */
   chunk?: number;
 }
 
@@ -223,7 +223,9 @@ export class Engine {
         backend.dispose();
         throw e;
       }
-      const sparseChunk = opts.sparse?.chunk ?? Math.max(chunk, 8192);
+      // CPU: larger chunks amortise the host path's per-chunk work (K/V readout, one estimate). WebGPU
+      // keeps its chunk: a step's activations must fit the adapter's storage-binding limit.
+      const sparseChunk = opts.sparse?.chunk ?? (backend.info.name === 'cpu' ? Math.max(chunk, 8192) : chunk);
       // Retrieval decode (issue 9): on a backend with host-side attention, when the context can reach
       // the index's threshold.
       const ro = opts.retrieval ?? {};

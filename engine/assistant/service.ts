@@ -114,6 +114,8 @@ export interface AskRequest {
   onProgress?: (p: Progress) => void;
   /** Called once the repository context is ready (before prefill). */
   onContext?: (c: ContextStatus) => void;
+  /** The prompt's token ids, before prefill (benchmarks: the same prompt for a peer engine). */
+  onPrompt?: (tokens: readonly number[]) => void;
 }
 
 export interface AnswerStatus {
@@ -385,6 +387,7 @@ export class AssistantService {
     const extra = [...(session.pending ?? []), ...(req.attachments ?? [])];
     const question = withAttachments(req.question, extra);
     const prompt = repoPromptTokens(template, engine.tokenizer, repo.segmentTokens, session.turns, question);
+    req.onPrompt?.(prompt);
     if (prompt.length + maxTokens > engine.contextSize) {
       throw new UserError(`session ${session.id} has outgrown the context (${prompt.length} prompt tokens + ${maxTokens} for the answer > ${engine.contextSize}); start a new session or raise the context size`);
     }

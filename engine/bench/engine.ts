@@ -211,7 +211,8 @@ interface PeerOut {
   version: string;
 }
 
-function runPeer(model: string, prompts: number[][], nGen: number, threads: number, chunk: number): Promise<PeerOut> {
+/** llama.cpp (node-llama-cpp's CPU build) on the same file and token ids, in its own process. */
+export function runPeer(model: string, prompts: number[][], nGen: number, threads: number, chunk: number): Promise<PeerOut> {
   const child = join(root(), 'engine', 'bench', 'llama-child.mjs');
   const arg = JSON.stringify({ model, prompts, nGen, threads, batchSize: chunk });
   return new Promise((resolve, reject) => {

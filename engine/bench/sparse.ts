@@ -16,7 +16,12 @@
 // length — queries/keys built so that each row attends a sink, a local diagonal band and a few needle
 // columns — dense vs sparse with the same budgets, with recall: the structure real models show.
 
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AssistantService } from '../assistant/service.js';
+import { runPeer } from './engine.js';
+import { defaultThreads } from '../backends/cpu/ort.js';
 import { UserError } from '../errors.js';
 import { flagNumber, flagString, parseArgs } from '../commands/args.js';
 import { GGUFFile } from '../gguf/reader.js';
@@ -46,6 +51,10 @@ const USAGE = `usage: repokv bench sparse [options]
   --threads N         CPU threads (default: the machine's cores)
   --chunk N           sparse prefill chunk (default 8192); dense uses the engine default (512)
   --no-planted        skip the attention-only section on planted inputs
+  --ask DIR           also: time to first token of \`repokv ask DIR\` cold (the real assistant path:
+                      walk, tokenize, prefill) with sparse prefill, against llama.cpp's dense prefill
+                      of the same prompt tokens (same file, same threads); --ask-ctx N sets the
+                      context (default 98304; the model's own must be as long)
   --json              one JSON object per length, then a summary`;
 
 function tokens(s: string): number {
@@ -69,12 +78,12 @@ export function parsePattern(s: string): SparsePattern | 'config' {
 const ms = (x: number) => Math.round(x * 10) / 10;
 
 export async function run(args: string[]): Promise<number> {
-  const p = parseArgs(args, ['json', 'help', 'no-planted']);
+  const p = parseArgs(args, ['json', 'help', 'no-planted', 'no-prefill']);
   if (p.flags.has('help')) {
     console.log(USAGE);
     return 0;
   }
-  const known = new Set(['model', 'lengths', 'pattern', 'cache-dir', 'threads', 'chunk', 'no-planted', 'json', 'help', 'backend']);
+  const known = new Set(['model', 'lengths', 'pattern', 'cache-dir', 'threads', 'chunk', 'no-planted', 'json', 'help', 'backend', 'ask', 'ask-ctx', 'no-prefill']);
   for (const k of p.flags.keys()) if (!known.has(k)) throw new UserError(`unknown option --${k} (see repokv bench sparse --help)`);
   const json = p.flags.has('json');
   const model = flagString(p, 'model') ?? defaultInductionModel();
@@ -115,6 +124,7 @@ export async function run(args: string[]): Promise<number> {
   const results: Record<string, unknown>[] = [];
   try {
     const cpu = engine.backend.info.name === 'cpu' ? (engine.backend as CpuBackend) : null;
+    if (p.flags.has('no-prefill')) lengths.length = 0;
     if (cpu) cpu.host.recall = [];
     for (const L of lengths) {
       const task = passkeyTask(tok, { length: L, depth: 0.5, seed: 1 });
@@ -193,8 +203,64 @@ export async function run(args: string[]): Promise<number> {
       if (!json) console.log(`planted ${String(L).padStart(7)}: dense attention ${(r.denseMs / 1000).toFixed(2)} s, sparse ${(r.sparseMs / 1000).toFixed(2)} s (${r.speedup}×), density ${r.density}, recall median ${r.recall.median} p5 ${r.recall.p5}`);
     }
   }
+  const askDir = flagString(p, 'ask');
+  if (askDir) {
+    const r = await askTtft(model, askDir, flagNumber(p, 'ask-ctx', 98304), cacheDir, cfg, threads);
+    results.push(r);
+    emit(r);
+    if (!json) {
+      console.log(
+        `ask ${askDir}: ${r.promptTokens} prompt tokens, sparse prefill ${r.sparsePrefill ? 'on' : 'OFF'}: prefill ${(r.prefillMs / 1000).toFixed(1)} s, ` +
+          `first token ${(r.timeToFirstTokenMs / 1000).toFixed(1)} s (walk, tokenize, load included); llama.cpp dense prefill ${(r.llamaPrefillMs / 1000).toFixed(1)} s → ${r.prefillSpeedupVsLlama}× (prefill), ${r.ttftSpeedupVsLlama}× (first token)`,
+      );
+    }
+  }
   emit({ bench: 'sparse', summary: true, lengths, pattern: pattern === 'config' ? cfg.source : pattern });
   return 0;
+}
+
+/**
+ * `repokv ask DIR` cold, through the real assistant path (a fresh cache folder holding only the
+ * model's sparse config), then llama.cpp prefilling exactly the same prompt ids, one run.
+ */
+async function askTtft(model: string, dir: string, ctx: number, calibrated: string | undefined, cfg: SparseModelConfig, threads?: number) {
+  const tmp = mkdtempSync(join(tmpdir(), 'repokv-ask-ttft-'));
+  try {
+    if (calibrated) {
+      const src = join(calibrated, cfg.fingerprint, 'sparse.json');
+      if (existsSync(src)) {
+        mkdirSync(join(tmp, 'kv', cfg.fingerprint), { recursive: true });
+        copyFileSync(src, join(tmp, 'kv', cfg.fingerprint, 'sparse.json'));
+      }
+    }
+    const service = new AssistantService({ cacheDir: tmp, model, backend: 'cpu', contextSize: ctx });
+    let prompt: number[] = [];
+    let st;
+    try {
+      st = (await service.ask({ roots: [dir], question: 'Explain how this repository is organised.', maxTokens: 1, onPrompt: (t) => (prompt = [...t]) })).status;
+    } finally {
+      await service.close();
+    }
+    const peer = await runPeer(model, [prompt], 0, threads ?? defaultThreads(), 512);
+    const llamaPrefillMs = peer.results[0].prefillMs;
+    return {
+      bench: 'sparse',
+      section: 'ask-ttft',
+      model,
+      folder: dir,
+      promptTokens: prompt.length,
+      sparsePrefill: !!st.sparsePrefill,
+      config: calibrated ? 'calibrated' : 'default',
+      prefillMs: ms(st.prefillMs),
+      timeToFirstTokenMs: ms(st.timeToFirstTokenMs),
+      llamaPrefillMs: ms(llamaPrefillMs),
+      llama: peer.version,
+      prefillSpeedupVsLlama: +(llamaPrefillMs / st.prefillMs).toFixed(2),
+      ttftSpeedupVsLlama: +(llamaPrefillMs / st.timeToFirstTokenMs).toFixed(2),
+    };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /**
