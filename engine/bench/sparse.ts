@@ -27,7 +27,7 @@ import { flagNumber, flagString, parseArgs } from '../commands/args.js';
 import { GGUFFile } from '../gguf/reader.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { Engine, type BackendChoice } from '../engine.js';
-import { defaultSparseConfig, loadSparseConfig, type SparseModelConfig } from '../attention/sparse/config.js';
+import { DEFAULT_SPARSE_THRESHOLD, DEFAULT_VS, defaultSparseConfig, loadSparseConfig, scalePattern, type SparseModelConfig } from '../attention/sparse/config.js';
 import type { SparsePattern } from '../attention/sparse/patterns.js';
 import { passkeyTask } from '../fidelity/tasks.js';
 import { defaultInductionModel } from './fidelity.js';
@@ -195,8 +195,10 @@ export async function run(args: string[]): Promise<number> {
     engine.dispose();
   }
   if (!p.flags.has('no-planted')) {
-    const pat = pattern === 'config' ? cfg.heads[0][0] : pattern;
+    // The model's calibrated heads describe that model's attention, not the planted one: default
+    // budgets (scaled to the length as in production) unless a pattern was given.
     for (const L of lengths) {
+      const pat = pattern === 'config' ? scalePattern(DEFAULT_VS, L, DEFAULT_SPARSE_THRESHOLD) : pattern;
       const r = plantedAttention(L, pat, threads);
       results.push(r);
       emit(r);
