@@ -7,7 +7,7 @@ import { availableParallelism, totalmem } from 'node:os';
 import { GGUFFile } from './gguf/reader.js';
 import { UserError } from './errors.js';
 import { checkModelMemory } from './memory.js';
-import type { Act, Backend, KVCache } from './model/backend.js';
+import { SPARSE_MIN_ROWS, type Act, type Backend, type KVCache } from './model/backend.js';
 import { HostKVPool } from './kv/host-pool.js';
 import { KVCacheManager, type KVCacheStats } from './kv/manager.js';
 import { PagedSequenceKV } from './kv/paged-kv.js';
@@ -334,7 +334,7 @@ export class Engine {
     const sp = this.sparse && opts.sparse !== false && S >= this.sparse.threshold ? this.sparse : null;
     const sparse = sp ? (l: number) => layerPatterns(sp, l, S) : undefined;
     const step = sp ? this.sparseChunk : this.prefillChunk;
-    report.sparse = !!sp;
+    report.sparse = !!sp && tokens.length - start >= SPARSE_MIN_ROWS; // shorter appends attend densely
     for (let s0 = start; s0 < tokens.length; s0 += step) {
       if (opts.signal?.aborted) throw abortError();
       const end = Math.min(tokens.length, s0 + step);
