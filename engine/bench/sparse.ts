@@ -51,6 +51,8 @@ const USAGE = `usage: repokv bench sparse [options]
   --threads N         CPU threads (default: the machine's cores)
   --chunk N           sparse prefill chunk (default 8192); dense uses the engine default (512)
   --no-planted        skip the attention-only section on planted inputs
+  --dense-host        also prefill with every head 'dense' through the sparse path (same chunk size,
+                      same host tiles): separates the gain of sparsity from that of the path
   --ask DIR           also: time to first token of \`repokv ask DIR\` cold (the real assistant path:
                       walk, tokenize, prefill) with sparse prefill, against llama.cpp's dense prefill
                       of the same prompt tokens (same file, same threads); --ask-ctx N sets the
@@ -78,12 +80,12 @@ export function parsePattern(s: string): SparsePattern | 'config' {
 const ms = (x: number) => Math.round(x * 10) / 10;
 
 export async function run(args: string[]): Promise<number> {
-  const p = parseArgs(args, ['json', 'help', 'no-planted', 'no-prefill']);
+  const p = parseArgs(args, ['json', 'help', 'no-planted', 'no-prefill', 'dense-host']);
   if (p.flags.has('help')) {
     console.log(USAGE);
     return 0;
   }
-  const known = new Set(['model', 'lengths', 'pattern', 'cache-dir', 'threads', 'chunk', 'no-planted', 'json', 'help', 'backend', 'ask', 'ask-ctx', 'no-prefill']);
+  const known = new Set(['model', 'lengths', 'pattern', 'cache-dir', 'threads', 'chunk', 'no-planted', 'json', 'help', 'backend', 'ask', 'ask-ctx', 'no-prefill', 'dense-host']);
   for (const k of p.flags.keys()) if (!known.has(k)) throw new UserError(`unknown option --${k} (see repokv bench sparse --help)`);
   const json = p.flags.has('json');
   const model = flagString(p, 'model') ?? defaultInductionModel();
@@ -148,6 +150,17 @@ export async function run(args: string[]): Promise<number> {
         return { prefillMs, attMs, correct: got.every((t, i) => t === q.answer[i]), report: seq.lastPrefill };
       };
       const dense = await answer(false);
+      // Every head 'dense' through the sparse path: same chunks, same host tiles, nothing dropped.
+      let denseHost: { prefillMs: number } | null = null;
+      if (p.flags.has('dense-host')) {
+        const keep = engine.sparse!.heads;
+        (engine.sparse as { heads: SparsePattern[][] }).heads = keep.map((l) => l.map(() => ({ kind: 'dense' as const })));
+        try {
+          denseHost = await answer(true);
+        } finally {
+          (engine.sparse as { heads: SparsePattern[][] }).heads = keep;
+        }
+      }
       const s0 = { ...engine.backend.sparseStats! };
       if (cpu) cpu.host.recall = [];
       const sparse = await answer(true);
@@ -177,6 +190,7 @@ export async function run(args: string[]): Promise<number> {
           sparsePrefill: !!sparse.report?.sparse,
         },
         prefillSpeedup: +(dense.prefillMs / sparse.prefillMs).toFixed(2),
+        ...(denseHost ? { denseHostPrefillMs: ms(denseHost.prefillMs), speedupOverDenseHost: +(denseHost.prefillMs / sparse.prefillMs).toFixed(2) } : {}),
         attentionSpeedup: dense.attMs ? +(dense.attMs / sparseAttMs).toFixed(2) : null,
         recall: recall?.map((l) => l.map((x) => ({ median: +x.median.toFixed(4), p5: +x.p5.toFixed(4) }))) ?? null,
       };
