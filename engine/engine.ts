@@ -270,7 +270,7 @@ export class Engine {
     if (!this.kvCache || !(seq.kv instanceof PagedSequenceKV)) throw new UserError('forking a sequence needs paged KV (a backend with a KV pool, or kv.paging "host")');
     // The fork shares the parent's retrieval indexes read-only (manager.fork()).
     const f = new Sequence(this.nextSeqId++, this.kvCache.fork(seq.kv, capacity), seq.retrieval?.fork() ?? null);
-    f.tokens.push(...seq.tokens);
+    appendAll(f.tokens, seq.tokens);
     return f;
   }
 
@@ -311,7 +311,7 @@ export class Engine {
         // A fresh sequence on a cached prefix takes that prefix's retrieval indexes (read-only).
         if (before === 0 && seq.retrieval) this.adoptRetrieval(seq, paged, covered);
         seq.tokens.length = 0;
-        seq.tokens.push(...all.slice(0, covered));
+        appendAll(seq.tokens, all, covered);
         start = covered - before;
         // Per tier, the restored tokens past what the sequence already held (a replaced partial page
         // and a rewound last token do not count).
@@ -637,4 +637,9 @@ function sparseConfigFor(opts: EngineOptions, file: GGUFFile, config: Transforme
   if (ctx <= cfg.threshold) return null;
   backend.enableSparse?.();
   return cfg;
+}
+
+/** dst.push(...src.slice(0, n)) without spreading (a 128K-token spread overflows the call stack). */
+function appendAll(dst: number[], src: ArrayLike<number>, n = src.length): void {
+  for (let i = 0; i < n; i++) dst.push(src[i]);
 }
