@@ -32,8 +32,9 @@ const USAGE = `usage: repokv bench fidelity [options]
   --model FILE        GGUF model (default: the constructed induction model, written once to the temp dir)
   --methods M,M..     dense, llama, and sparse prefill on the engine (CPU backend): sparse (the model's
                       stored or default config), vs:V/S  ashape:SINK/LOCAL  block:K (every head);
-                      retrieval[:K] (dense prefill, retrieval decode; index K = graph, graph-l2,
-                      ivf, flat) and M+retrieval[:K] for any sparse M
+                      retrieval[:K] (dense prefill, retrieval decode; index K = graph (projection
+                      only), graph-l2 (+ every key linked by L2: the engine's default), ivf, flat)
+                      and M+retrieval[:K] for any sparse M
                       (default dense,llama)
   --cache-dir DIR     where \`repokv calibrate\` wrote the model's sparse config (for "sparse")
   --backend B         backend of the dense method: cpu | reference | webgpu (default cpu)
@@ -150,7 +151,7 @@ export async function run(args: string[]): Promise<number> {
     // Retrieval decode from half the shortest length on (sink 128, window 512, top-100).
     const kind = rk?.[1] ?? 'graph';
     const ret = retrieval
-      ? { mode: 'on' as const, config: { minContext: Math.floor(Math.min(...lengths) / 2), kind: kind === 'graph-l2' ? ('graph' as const) : (kind as 'graph' | 'ivf' | 'flat'), ...(kind === 'graph-l2' ? { graph: { l2all: true } } : {}) } }
+      ? { mode: 'on' as const, config: { minContext: Math.floor(Math.min(...lengths) / 2), kind: kind === 'graph-l2' ? ('graph' as const) : (kind as 'graph' | 'ivf' | 'flat'), graph: { l2all: kind === 'graph-l2' } } }
       : undefined;
     if (name === 'dense') method = await EngineMethod.create({ model, backend, threads, maxTokens });
     else if (pre === 'dense') method = await EngineMethod.create({ model, backend, threads, maxTokens, name, retrieval: ret, attention: new EngineSparseRecall(name, { retrieval: kind }) });
