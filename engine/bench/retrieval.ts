@@ -43,6 +43,7 @@ const USAGE = `usage: repokv bench retrieval [options]
   --all-queries-up-to N  also build from every prefill query where n ≤ N (default 8192)
   --decode T         decode tokens measured (default 16)   --repeat R  timing repeats (default 3)
   --seed S           data seed (default 7)
+  --graph-params J   GraphParams as JSON for ablations, e.g. '{"random":0,"routeProbe":0}'
   --json             one JSON object per measurement`;
 
 export interface MethodRecord {
@@ -294,7 +295,7 @@ export function measureRetrieval(n: number, o: RetrievalBenchOptions, log: (r: R
     const sw = sweep(s, g, EFS, 'ef', o.target);
     const st = g.stats!;
     const stats = { queries: m, covered: st.covered, linkedByL2: st.inserted, knnMs: Math.round(st.knnMs), projectMs: Math.round(st.projectMs), insertMs: Math.round(st.insertMs) };
-    if (emitIt) emit(name, `ef=${sw.op.param}`, g, buildMs, m * nMid * d, { ef: sw.op.param }, sw.curve, sw.op, { ...extra, graph: stats });
+    if (emitIt) emit(name, `ef=${sw.op.param}`, g, buildMs, m * nMid * d, { ef: sw.op.param }, sw.curve, sw.op, { ...extra, graph: stats, graphParams: o.graph ?? {} });
     if (emitIt && name === 'graph') emit(name, `ef=${sw.op.param}`, g, buildMs, m * nMid * d, { ef: sw.op.param }, [], sw.op, { ...extra, graph: stats }, 'per-head');
     return { g, sw, buildMs, stats, m };
   };
@@ -332,6 +333,15 @@ export function measureRetrieval(n: number, o: RetrievalBenchOptions, log: (r: R
   return out;
 }
 
+function parseGraphParams(s: string | undefined): GraphParams | undefined {
+  if (!s) return undefined;
+  try {
+    return JSON.parse(s) as GraphParams;
+  } catch {
+    throw new UserError(`--graph-params must be JSON, e.g. '{"random":0}', got ${s}`);
+  }
+}
+
 export async function run(args: string[]): Promise<number> {
   const p = parseArgs(args, ['json', 'help']);
   if (p.flags.has('help')) {
@@ -356,6 +366,7 @@ export async function run(args: string[]): Promise<number> {
     layers,
     kvHeads,
     methods: (flagString(p, 'methods') ?? 'dense,flat,ivf,graph,nsw').split(','),
+    graph: parseGraphParams(flagString(p, 'graph-params')),
   };
   const log = (r: Record<string, unknown>) => {
     if (json) console.log(JSON.stringify(r));
