@@ -4,6 +4,7 @@
 // stop string, cancel between steps.
 
 import { availableParallelism, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { GGUFFile } from './gguf/reader.js';
 import { UserError } from './errors.js';
 import { checkModelMemory } from './memory.js';
@@ -180,7 +181,24 @@ export class Engine {
     private readonly sparseChunk = prefillChunk,
     /** Retrieval decode settings (null: dense decode). */
     readonly retrievalConfig: RetrievalConfig | null = null,
+    /** Where retrieval indexes are persisted (beside the KV pages; null: memory only). */
+    private readonly retrievalDir: string | null = null,
+    private readonly warn: (m: string) => void = (m) => console.error(m),
   ) {}
+
+  /** Gives a sequence's retrieval manager its on-disk store, addressed by the sequence's page hashes. */
+  private attachRetrievalStore(seq: Sequence): void {
+    const kv = seq.kv;
+    if (!seq.retrieval || !this.retrievalDir || !(kv instanceof PagedSequenceKV)) return;
+    seq.retrieval.setStore({
+      dir: this.retrievalDir,
+      addressAt: (end) => {
+        const i = end / PAGE_SIZE - 1;
+        return Number.isInteger(i) && i >= 0 && i < kv.hashes.length ? hashKey(kv.hashes[i]) : null;
+      },
+      onBad: (why) => this.warn(`repokv: a stored retrieval index was unusable and is rebuilt (${why})`),
+    });
+  }
 
   static async load(opts: EngineOptions): Promise<Engine> {
     const file = GGUFFile.open(opts.model);
@@ -235,7 +253,8 @@ export class Engine {
       const rcfg: RetrievalConfig = { ...DEFAULT_RETRIEVAL_CONFIG, graph: { l2all: true }, ...(ro.config ?? {}) };
       const retrieval = ro.mode === 'on' && backend.sparse && backend.info.name === 'cpu' && ctx >= rcfg.minContext ? rcfg : null;
       if (retrieval) backend.enableSparse?.();
-      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache, sparse, sparseChunk, retrieval);
+      const retrievalDir = retrieval && opts.kv?.cacheDir && kvCache ? join(opts.kv.cacheDir, 'retrieval') : null;
+      return new Engine(opts.model, config, tokenizer, chatTemplate, backend, model, ctx, chunk, kvCache, sparse, sparseChunk, retrieval, retrievalDir, opts.kv?.onWarning);
     } finally {
       file.close();
     }
@@ -257,7 +276,9 @@ export class Engine {
     const kv = this.kvCache ? this.kvCache.createSequence(capacity) : this.model.createKV(capacity);
     const c = this.config;
     const rm = this.retrievalConfig && capacity >= this.retrievalConfig.minContext ? new RetrievalIndexManager({ nLayers: c.nLayers, nKVHeads: c.nKVHeads, group: c.nHeads / c.nKVHeads, headDim: c.headDim }, this.retrievalConfig) : null;
-    return new Sequence(this.nextSeqId++, kv, rm);
+    const seq = new Sequence(this.nextSeqId++, kv, rm);
+    this.attachRetrievalStore(seq);
+    return seq;
   }
 
   freeSequence(seq: Sequence): void {
@@ -274,6 +295,7 @@ export class Engine {
     // The fork shares the parent's retrieval indexes read-only (manager.fork()).
     const f = new Sequence(this.nextSeqId++, this.kvCache.fork(seq.kv, capacity), seq.retrieval?.fork() ?? null);
     appendAll(f.tokens, seq.tokens);
+    this.attachRetrievalStore(f);
     return f;
   }
 
@@ -377,6 +399,7 @@ export class Engine {
       const m = this.retrievalByPrefix.get(hashKey(paged.hashes[i]));
       if (m) {
         seq.retrieval = m.fork();
+        this.attachRetrievalStore(seq);
         return;
       }
     }

@@ -13,6 +13,7 @@
 //             checksummed by the caller's content address (the KV page hash of the covered prefix).
 // Below `minContext` keys the caller should stay dense (`useRetrieval(n)`): at short contexts the
 // static window is most of the keys and an index does not pay for itself.
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { retrievalAttention, RETRIEVAL_DEFAULTS, type RetrievalInput, type RetrievalOptions, type RetrievalResult } from './attention.js';
 import { FlatIndex } from './flat.js';
@@ -20,6 +21,13 @@ import { GraphIndex, type GraphParams } from './graph.js';
 import { IVFIndex, type IVFParams } from './ivf.js';
 import { loadIndex, saveIndex } from './persist.js';
 import type { IndexKind, RetrievalIndex, SearchOptions } from './types.js';
+
+export interface RetrievalStore {
+  dir: string;
+  /** Content address of this sequence's first `end` tokens (a KV page hash), null off a page boundary. */
+  addressAt(end: number): string | null;
+  onBad?: (reason: string) => void;
+}
 
 export interface RetrievalShape {
   nLayers: number;
@@ -75,6 +83,19 @@ export class RetrievalIndexManager {
   private slots: Slot[];
   /** A fork shares its parent's indexes read-only: it never appends (keys past them attend exactly). */
   private frozen = false;
+  /**
+   * Persistence (set by the engine for paged sequences with a disk cache): built indexes are saved
+   * under the content address of the prefix they cover (the KV page hash at its end), and a slot
+   * without an index first looks for a stored one at any page boundary of this sequence's prefix.
+   */
+  private store: RetrievalStore | null = null;
+  /** Indexes loaded from disk and saved, for stats and tests. */
+  loaded = 0;
+  saved = 0;
+
+  setStore(store: RetrievalStore | null): void {
+    this.store = store;
+  }
 
   constructor(
     readonly shape: RetrievalShape,
@@ -132,7 +153,10 @@ export class RetrievalIndexManager {
     const keys = k.subarray(sink * d, end * d);
     const t = performance.now();
     const queries = this.keptQueries(layer, kvHead);
-    s.index = this.cfg.kind === 'flat' ? FlatIndex.build(keys, d, sink) : this.cfg.kind === 'ivf' ? IVFIndex.build(keys, d, sink, this.cfg.ivf) : GraphIndex.build(keys, d, sink, queries, this.cfg.graph);
+    // No sampled queries (a sequence whose prefix came from the cache, its stored index unusable): an
+    // attention-aware graph has nothing to learn from, so the slot scans exactly until rebuilt.
+    const kind = this.cfg.kind === 'graph' && queries.length === 0 ? 'flat' : this.cfg.kind;
+    s.index = kind === 'flat' ? FlatIndex.build(keys, d, sink) : kind === 'ivf' ? IVFIndex.build(keys, d, sink, this.cfg.ivf) : GraphIndex.build(keys, d, sink, queries, this.cfg.graph);
     s.buildMs = performance.now() - t;
     s.sampled = [];
     s.tail.clear();
@@ -184,10 +208,52 @@ export class RetrievalIndexManager {
   /** Decode step for (layer, kvHead): builds lazily, catches up, then split attention. */
   attend(layer: number, kvHead: number, input: RetrievalInput): RetrievalResult {
     const s = this.slot(layer, kvHead);
-    if (!s.index) this.build(layer, kvHead, input.k, input.n);
-    else if (!this.frozen) this.catchUp(layer, kvHead, input.k, input.n);
+    if (!s.index) {
+      if (!this.loadStored(layer, kvHead, input)) {
+        this.build(layer, kvHead, input.k, input.n);
+        this.saveStored(layer, kvHead);
+      }
+    } else if (!this.frozen) this.catchUp(layer, kvHead, input.k, input.n);
     const opts: RetrievalOptions = { sink: this.cfg.sink, window: this.cfg.window, topK: this.cfg.topK, gqa: this.cfg.gqa, search: this.cfg.search };
     return retrievalAttention(input, s.index, opts);
+  }
+
+  /** A stored index for this slot at the longest page boundary of the prefix that has one. */
+  private loadStored(layer: number, kvHead: number, input: RetrievalInput): boolean {
+    const st = this.store;
+    if (!st) return false;
+    const { sink, window, appendChunk } = this.cfg;
+    let end = sink + Math.floor(Math.max(0, input.n - window - sink) / appendChunk) * appendChunk;
+    for (; end > sink; end -= appendChunk) {
+      const address = st.addressAt(end);
+      if (!address) continue;
+      const path = RetrievalIndexManager.path(st.dir, address, layer, kvHead);
+      if (!existsSync(path)) continue;
+      const ix = loadIndex(path, `${address}/${layer}/${kvHead}`, input.k, st.onBad);
+      if (!ix) continue; // damaged or not these keys: rebuilt below (onBad heard why)
+      const s = this.slot(layer, kvHead);
+      s.index = ix;
+      s.sampled = [];
+      s.tail.clear();
+      this.loaded++;
+      return true;
+    }
+    return false;
+  }
+
+  private saveStored(layer: number, kvHead: number): void {
+    const st = this.store;
+    const ix = this.slot(layer, kvHead).index;
+    if (!st || !ix) return;
+    const address = st.addressAt(ix.base + ix.size);
+    if (!address) return;
+    try {
+      mkdirSync(st.dir, { recursive: true });
+      saveIndex(RetrievalIndexManager.path(st.dir, address, layer, kvHead), ix, `${address}/${layer}/${kvHead}`);
+      this.saved++;
+    } catch (e) {
+      st.onBad?.(`could not save a retrieval index in ${st.dir} (${(e as Error).message}); it stays in memory`);
+    }
   }
 
   /** File of (layer, kvHead) for a content address. */
