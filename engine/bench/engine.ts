@@ -11,7 +11,7 @@
 // vocabulary size of 151936 (the synthetic tokenizer padded with unused tokens) — in --type (q8_0).
 
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -214,9 +214,17 @@ interface PeerOut {
 /** llama.cpp (node-llama-cpp's CPU build) on the same file and token ids, in its own process. */
 export function runPeer(model: string, prompts: number[][], nGen: number, threads: number, chunk: number): Promise<PeerOut> {
   const child = join(root(), 'engine', 'bench', 'llama-child.mjs');
-  const arg = JSON.stringify({ model, prompts, nGen, threads, batchSize: chunk });
+  let arg = JSON.stringify({ model, prompts, nGen, threads, batchSize: chunk });
+  // Long prompts exceed the argument list (E2BIG): hand them over in a file.
+  let file: string | null = null;
+  if (arg.length > 64 * 1024) {
+    file = join(mkdtempSync(join(tmpdir(), 'repokv-llama-')), 'request.json');
+    writeFileSync(file, arg);
+    arg = '@' + file;
+  }
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [child, arg], { maxBuffer: 16 << 20, timeout: 3_600_000 }, (err, stdout, stderr) => {
+      if (file) rmSync(dirname(file), { recursive: true, force: true });
       if (err) return reject(new UserError(`llama.cpp (node-llama-cpp) failed on ${model}: ${(stderr || err.message).trim().split('\n').slice(-3).join(' ')}`));
       try {
         resolve(JSON.parse(stdout.trim().split('\n').pop() ?? '') as PeerOut);

@@ -6,7 +6,9 @@ import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
-const req = JSON.parse(process.argv[2]);
+// A long prompt does not fit the argument list: `@FILE` reads the request from a file.
+const arg = process.argv[2];
+const req = JSON.parse(arg.startsWith('@') ? readFileSync(arg.slice(1), 'utf8') : arg);
 const t0 = performance.now();
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath: req.model, useMmap: true });
