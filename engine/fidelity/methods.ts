@@ -174,6 +174,22 @@ export class EngineMethod implements FidelityMethod {
     return engine;
   }
 
+  /** Question k as a new sequence (its prompt from the prefix cache or computed), answered greedily. */
+  private async askFresh(eng: Engine, inst: TaskInstance, k: number, mode: SharedContextMode, cap: number): Promise<QuestionResult> {
+    const q = inst.questions[k];
+    const prompt = promptOf(inst, k, mode);
+    const a = performance.now();
+    const seq = eng.createSequence(cap);
+    try {
+      const logits = await eng.prefill(seq, prompt);
+      const { generated, margin } = await this.answerWith(eng, seq, logits, q.answer.length);
+      const computed = seq.lastPrefill!.computedTokens + q.answer.length - 1;
+      return this.result(q, generated, margin, prompt.length, computed, performance.now() - a);
+    } finally {
+      eng.freeSequence(seq);
+    }
+  }
+
   private answer(seq: Sequence, logits: Float32Array, n: number): Promise<{ generated: number[]; margin: number }> {
     return this.answerWith(this.engine, seq, logits, n);
   }
@@ -214,20 +230,9 @@ export class EngineMethod implements FidelityMethod {
           await this.engine.close();
           this.engine = await EngineMethod.load(this.opts);
         }
-        const eng = this.engine;
-        const q = inst.questions[k];
-        const prompt = promptOf(inst, k, mode);
-        const a = performance.now();
-        const seq = eng.createSequence(cap);
-        try {
-          const logits = await eng.prefill(seq, prompt);
-          const { generated, margin } = await this.answerWith(eng, seq, logits, q.answer.length);
-          const computed = seq.lastPrefill!.computedTokens + q.answer.length - 1;
-          total += computed;
-          questions.push(this.result(q, generated, margin, prompt.length, computed, performance.now() - a));
-        } finally {
-          eng.freeSequence(seq);
-        }
+        const r = await this.askFresh(this.engine, inst, k, mode, cap);
+        total += r.computedTokens;
+        questions.push(r);
       }
     } else if (mode === 'multi-request') {
       // One context prefill (kept alive so its pages stay cached), then each question as a new
@@ -240,19 +245,9 @@ export class EngineMethod implements FidelityMethod {
         total += contextComputedTokens;
       }
       for (let k = 0; k < inst.questions.length; k++) {
-        const q = inst.questions[k];
-        const prompt = promptOf(inst, k, mode);
-        const a = performance.now();
-        const seq = e.createSequence(cap);
-        try {
-          const logits = await e.prefill(seq, prompt);
-          const { generated, margin } = await this.answer(seq, logits, q.answer.length);
-          const computed = seq.lastPrefill!.computedTokens + q.answer.length - 1;
-          total += computed;
-          questions.push(this.result(q, generated, margin, prompt.length, computed, performance.now() - a));
-        } finally {
-          e.freeSequence(seq);
-        }
+        const r = await this.askFresh(e, inst, k, mode, cap);
+        total += r.computedTokens;
+        questions.push(r);
       }
       if (ctxSeq) e.freeSequence(ctxSeq);
     } else {

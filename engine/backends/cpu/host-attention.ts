@@ -7,7 +7,7 @@
 //   1. the slice's new K/V rows are written into the cache (the KV type's rounding, like the graph's
 //      `kvn` output), through the page table;
 //   2. each KV head's keys/values 0 … pos+n−1 are read out as contiguous f32 [nK, d] (zero-copy for an
-//      f32 cache held in one run, a lookup-table conversion for f16);
+//      f32 cache held in one run, engine/kv/f16.ts's bulk conversion for f16);
 //   3. per KV head, the index of each of its query heads is built (vertical-slash: Â of the last 64
 //      queries on onnxruntime, CpuVerticalSlashEstimator; A-shape and block-sparse on the host), and
 //      BatchedSparseCpu computes (out, lse): each (head, 64-row block) attends its gathered selection,
@@ -21,7 +21,7 @@ import { attentionRecall, buildGroupIndex, type HeadGroupInput } from '../../att
 import { BatchedSparseCpu } from '../../attention/sparse/batched-cpu.js';
 import { CpuVerticalSlashEstimator } from '../../attention/sparse/estimate-cpu.js';
 import { indexDensity, type SparseIndex } from '../../attention/sparse/patterns.js';
-import { f16ToF32, f32ToF16 } from '../../gguf/quant.js';
+import { f16ToF32Array, f32ToF16Array } from '../../kv/f16.js';
 import { kvRuns, kvStoreOf, type KVStore } from './kv.js';
 import type { SessionConfig } from './ort.js';
 
@@ -36,16 +36,6 @@ function headOnly(a: HeadGroupInput, h: number): HeadGroupInput {
   const q = new Float32Array(a.nQ * d);
   for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray((i * a.nHeads + h) * d, (i * a.nHeads + h + 1) * d), i * d);
   return { ...a, q, nHeads: 1 };
-}
-
-let F16_LUT: Float32Array | null = null;
-/** Every half's f32 value, indexed by its bits. */
-function f16Lut(): Float32Array {
-  if (!F16_LUT) {
-    F16_LUT = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) F16_LUT[h] = f16ToF32(h);
-  }
-  return F16_LUT;
 }
 
 /** Per [layer][query head], sampled attention recall rows (the last 64 rows of each sparse call). */
@@ -202,7 +192,7 @@ export function writeRows(store: KVStore, s: SeqSlice, layer: number, k: Float32
         const o = (h * store.blockRows(r.block) + r.row) * d;
         for (let t = 0; t < r.n; t++) {
           const from = (s.row + r.t0 - s.pos + t) * G * d + h * d;
-          if (half) for (let x = 0; x < d; x++) dst[o + t * d + x] = f32ToF16(src[from + x]);
+          if (half) f32ToF16Array(src, dst as Uint16Array, d, from, o + t * d);
           else (dst as Float32Array).set(src.subarray(from, from + d), o + t * d);
         }
       }
@@ -219,14 +209,11 @@ export function readHead(store: KVStore, s: SeqSlice, layer: number, which: 0 | 
     return (store.array(r.block, layer, which) as Float32Array).subarray(o, o + nK * d);
   }
   const out = new Float32Array(nK * d);
-  const lut = store.precision === 'f16' ? f16Lut() : null;
   for (const r of runs) {
     const o = (h * store.blockRows(r.block) + r.row) * d;
     const src = store.array(r.block, layer, which);
-    if (lut) {
-      const dst = r.t0 * d;
-      for (let i = 0; i < r.n * d; i++) out[dst + i] = lut[src[o + i]];
-    } else out.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
+    if (store.precision === 'f16') f16ToF32Array(src as Uint16Array, out, r.n * d, o, r.t0 * d);
+    else out.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
   }
   return out;
 }
@@ -267,14 +254,13 @@ export class KVMirror {
       have = 0;
     }
     if (have >= need) return;
-    const lut = store.precision === 'f16' ? f16Lut() : null;
     for (const r of kvRuns(s.kv, have, need)) {
       for (let h = 0; h < this.G; h++) {
         for (const which of [0, 1] as const) {
           const src = store.array(r.block, layer, which);
           const o = (h * store.blockRows(r.block) + r.row) * d;
           const dst = arrs[h * 2 + which];
-          if (lut) for (let i = 0; i < r.n * d; i++) dst[r.t0 * d + i] = lut[src[o + i]];
+          if (store.precision === 'f16') f16ToF32Array(src as Uint16Array, dst, r.n * d, o, r.t0 * d);
           else dst.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
         }
       }
