@@ -41,7 +41,7 @@ export function activate(context: vscode.ExtensionContext): void {
   const onProgress = (p: ProgressNotification) => {
     if (p.done >= p.total) return setStatus(resting.text, resting.tooltip, true);
     const pct = p.total > 0 ? Math.floor((100 * p.done) / p.total) : 0;
-    if (p.stage === 'index') setStatus('$(sync~spin) RepoKV: indexing', 'Reading and tokenizing the workspace', true);
+    if (p.stage === 'index') setStatus(`$(sync~spin) RepoKV: indexing${p.total > 1 ? ` ${pct}%` : ''}`, p.total > 1 ? `Tokenizing the workspace: ${p.done} of ${p.total} files` : 'Reading the workspace', true);
     else if (p.stage === 'load') setStatus(`$(sync~spin) RepoKV: loading model ${pct}%`, 'Loading the model', true);
     else setStatus(`$(sync~spin) RepoKV: prefill ${pct}%`, `Computing the prompt's KV: ${p.done} of ${p.total} tokens (cached pages are restored, not computed)`, true);
   };

@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   buildDocument,
+  fileSegmentText,
   updateDocument,
   walkRepository,
   refreshWalk,
@@ -33,6 +34,11 @@ export interface RepoContextOptions {
   previous?: RepoContext;
   /** Absolute paths created, changed or deleted since `previous` (e.g. from an editor's file watcher). */
   changed?: Iterable<string>;
+  /**
+   * Tokenizing progress, files done of files walked: the files are tokenized before the document is
+   * built, yielding to the event loop every ~100 ms, so progress reaches a client while it runs.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface RepoContextStats {
@@ -77,6 +83,25 @@ export class RepoContext {
       }
       return t;
     };
+    if (opts.onProgress && !(opts.previous && opts.changed)) {
+      // (An incremental update re-reads only changed files: nothing worth a progress bar.)
+      // The document counts each file's segment text; tokenizing them here first (same texts, same
+      // cache) lets the work report progress and yield, instead of one silent synchronous pass.
+      // Up to the budget: the segments a document takes are tokenized below anyway, files past the
+      // budget only when the policy asks (outlines, footer).
+      const files = walk.files;
+      let last = performance.now();
+      let sum = 0;
+      opts.onProgress(0, files.length);
+      for (let i = 0; i < files.length && sum <= (opts.budgetTokens ?? Infinity); i++) {
+        sum += encode(fileSegmentText(files[i])).length;
+        if (performance.now() - last > 100) {
+          opts.onProgress(i + 1, files.length);
+          await new Promise((r) => setImmediate(r));
+          last = performance.now();
+        }
+      }
+    }
     const docOpts = { budgetTokens: opts.budgetTokens, countTokens: (text: string) => encode(text).length };
     const manifestPath = opts.stateDir ? join(opts.stateDir, `${contextKey(roots, opts)}.json`) : undefined;
     const prev = manifestPath ? readManifest(manifestPath) : undefined;

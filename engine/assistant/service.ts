@@ -331,6 +331,8 @@ export class AssistantService {
       walk: this.opts.walk,
       previous: prev && !rewalk ? prev : undefined,
       changed: prev && !rewalk ? changed : undefined,
+      // Files tokenized of files walked (never "done" here: the stage ends below).
+      onProgress: onProgress ? (done, total) => onProgress({ stage: 'index', done: Math.min(done, total - 1), total: Math.max(1, total) }) : undefined,
     });
     this.contexts.set(key, ctx);
     onProgress?.({ stage: 'index', done: 1, total: 1 });
