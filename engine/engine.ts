@@ -452,63 +452,30 @@ export class Engine {
    * Yields tokens with the text they complete.
    */
   async *generate(seq: Sequence, logits: Float32Array, opts: GenerateOptions = {}): AsyncGenerator<GenerateChunk, GenerateResult> {
-    const sampler = new Sampler(opts);
+    const ts = new TokenStream(this.tokenizer, opts);
     // Tokens after the first are picked on the device when the backend can (only the token ids come
     // back); the generator stays in step with the Sampler's (one number per sampled token).
-    const uniforms = new Rng(opts.seed ?? 0x5eed);
-    const pick = this.devicePick(opts, uniforms);
+    const pick = this.devicePick(opts, ts.uniforms);
     let picked = -1;
-    const maxTokens = opts.maxTokens ?? 256;
-    const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-    const holdBack = stops.reduce((m, s) => Math.max(m, s.length - 1), 0);
-    const decoder = this.tokenizer.streamDecoder();
-    const out: number[] = [];
-    let text = '';
-    let emitted = 0;
-    let reason: StopReason = 'length';
     let cur: Float32Array = logits;
-    for (let step = 0; step < maxTokens; step++) {
+    while (!ts.full) {
       if (opts.signal?.aborted) {
-        reason = 'cancelled';
+        ts.cancel();
         break;
       }
-      let tok = picked;
-      if (tok < 0) {
-        tok = sampler.sample(cur);
-        if ((opts.temperature ?? 0) > 0) uniforms.uniform();
-      }
-      if ((opts.stopAtEog ?? true) && this.tokenizer.isEndOfGeneration(tok)) {
-        reason = 'eog';
-        break;
-      }
-      out.push(tok);
-      text += decoder.push(tok);
-      const hit = firstStop(text, stops, emitted - holdBack);
-      if (hit >= 0) {
-        text = text.slice(0, hit);
-        const piece = text.slice(emitted);
-        emitted = text.length;
-        if (piece) yield { token: tok, text: piece };
-        reason = 'stop';
-        break;
-      }
-      const safe = Math.max(emitted, text.length - holdBack);
-      const piece = text.slice(emitted, safe);
-      emitted = safe;
-      yield { token: tok, text: piece };
-      if (step + 1 === maxTokens) break;
+      const r = ts.push(picked >= 0 ? picked : ts.sample(cur));
+      if (r.chunk) yield r.chunk;
+      if (r.stop) break;
       if (seq.length + 1 > seq.kv.capacity) {
-        reason = 'context';
+        ts.outOfContext();
         break;
       }
-      if (pick) picked = (await this.stepEach([seq], [tok], (batch) => this.model.forwardPick(batch, pick)))[0];
-      else [cur] = await this.decodeStep([seq], [tok]);
+      if (pick) picked = (await this.stepEach([seq], [ts.last], (batch) => this.model.forwardPick(batch, pick)))[0];
+      else [cur] = await this.decodeStep([seq], [ts.last]);
     }
-    if (reason !== 'stop') {
-      text += decoder.flush();
-      if (text.length > emitted) yield { token: -1, text: text.slice(emitted) };
-    }
-    return { tokens: out, text, stopReason: reason };
+    const tail = ts.flush();
+    if (tail) yield tail;
+    return ts.result();
   }
 
   /** Finishes persisting the KV cache, then releases everything (prefer it to dispose at the end of a run). */
@@ -591,6 +558,99 @@ function createKVCache(backend: Backend, config: TransformerConfig, file: GGUFFi
   } catch (e) {
     pool.dispose();
     throw e;
+  }
+}
+
+/**
+ * One generation's token-by-token state: sampling (Sampler, and the uniform stream a device sampler
+ * follows), end-of-generation, streamed UTF-8 text, stop sequences (text held back while it could
+ * still become one), the length limit. `Engine.generate` drives one; a batch scheduler drives many,
+ * one decode step for all of them (engine/serve/batcher.ts).
+ */
+export class TokenStream {
+  readonly sampler: Sampler;
+  readonly uniforms: Rng;
+  private readonly decoder;
+  private readonly stops: string[];
+  private readonly holdBack: number;
+  private readonly maxTokens: number;
+  private readonly temperature: number;
+  private readonly stopAtEog: boolean;
+  readonly tokens: number[] = [];
+  private text = '';
+  private emitted = 0;
+  reason: StopReason = 'length';
+  /** The last token pushed (the next decode step's input). */
+  last = -1;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    opts: GenerateOptions,
+  ) {
+    this.sampler = new Sampler(opts);
+    this.uniforms = new Rng(opts.seed ?? 0x5eed);
+    this.decoder = tokenizer.streamDecoder();
+    this.stops = (opts.stop ?? []).filter((x) => x.length > 0);
+    this.holdBack = this.stops.reduce((m, x) => Math.max(m, x.length - 1), 0);
+    this.maxTokens = opts.maxTokens ?? 256;
+    this.temperature = opts.temperature ?? 0;
+    this.stopAtEog = opts.stopAtEog ?? true;
+  }
+
+  /** Samples a token from logits on the host (keeping the uniform stream in step). */
+  sample(logits: Float32Array): number {
+    const tok = this.sampler.sample(logits);
+    if (this.temperature > 0) this.uniforms.uniform();
+    return tok;
+  }
+
+  /** Takes the next token: the text it completes (if any) and whether generation ends here. */
+  push(tok: number): { chunk: GenerateChunk | null; stop: boolean } {
+    if (this.stopAtEog && this.tokenizer.isEndOfGeneration(tok)) {
+      this.reason = 'eog';
+      return { chunk: null, stop: true };
+    }
+    this.tokens.push(tok);
+    this.last = tok;
+    this.text += this.decoder.push(tok);
+    const hit = firstStop(this.text, this.stops, this.emitted - this.holdBack);
+    if (hit >= 0) {
+      this.text = this.text.slice(0, hit);
+      const piece = this.text.slice(this.emitted);
+      this.emitted = this.text.length;
+      this.reason = 'stop';
+      return { chunk: piece ? { token: tok, text: piece } : null, stop: true };
+    }
+    const safe = Math.max(this.emitted, this.text.length - this.holdBack);
+    const piece = this.text.slice(this.emitted, safe);
+    this.emitted = safe;
+    return { chunk: { token: tok, text: piece }, stop: this.tokens.length >= this.maxTokens };
+  }
+
+  /** The length limit is reached (maxTokens 0: before any token). */
+  get full(): boolean {
+    return this.tokens.length >= this.maxTokens;
+  }
+
+  cancel(): void {
+    this.reason = 'cancelled';
+  }
+  outOfContext(): void {
+    this.reason = 'context';
+  }
+
+  /** The held-back text at the end (none after a stop sequence). */
+  flush(): GenerateChunk | null {
+    if (this.reason === 'stop') return null;
+    this.text += this.decoder.flush();
+    if (this.text.length <= this.emitted) return null;
+    const piece = this.text.slice(this.emitted);
+    this.emitted = this.text.length;
+    return { token: -1, text: piece };
+  }
+
+  result(): GenerateResult {
+    return { tokens: this.tokens, text: this.text, stopReason: this.reason };
   }
 }
 

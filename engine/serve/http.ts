@@ -2,8 +2,9 @@
 // The engine over the OpenAI-compatible HTTP API (node:http, no framework): GET /v1/models,
 // POST /v1/chat/completions and POST /v1/completions, streamed as server-sent events when asked.
 //
-// Requests are model jobs of the assistant service and run one at a time, in arrival order (no
-// batched decoding across requests yet). Concurrent sessions still share their common prefix: every
+// Prefills are model jobs of the assistant service and run one at a time, in arrival order; requests
+// past their prefill decode together, one engine step for all of them (continuous batching,
+// batcher.ts), each step queued with the prefills. Concurrent sessions also share their common prefix: every
 // prompt goes through the engine's prefix cache, so a repository block computed for one request is
 // restored, not recomputed, for the next (usage.prompt_tokens_details.cached_tokens says how much).
 //
@@ -22,7 +23,8 @@ import { isIP } from 'node:net';
 import { basename, resolve } from 'node:path';
 import { AssistantService } from '../assistant/service.js';
 import { chatPromptTokens, SYSTEM_INSTRUCTIONS } from '../assistant/conversation.js';
-import type { BackendChoice, Engine, StopReason } from '../engine.js';
+import type { BackendChoice, Engine, GenerateResult, StopReason } from '../engine.js';
+import { DecodeBatcher } from './batcher.js';
 import { UserError } from '../errors.js';
 import { GGUFError } from '../gguf/reader.js';
 import { cacheDir } from '../paths.js';
@@ -53,6 +55,8 @@ export interface HttpServerOptions {
   maxBodyBytes?: number;
   /** Longest prompt, in tokens (default: the context size). */
   maxPromptTokens?: number;
+  /** Most requests decoded together per step (continuous batching; default 16). */
+  maxBatch?: number;
   onWarning?: (message: string) => void;
 }
 
@@ -150,7 +154,7 @@ export class OpenAIServer {
         if (decodeURIComponent(path.slice('/v1/models/'.length)) !== this.modelId) throw new HttpError(404, `model "${path.slice(11)}" does not exist`, 'invalid_request_error', 'model_not_found', 'model');
         return sendJson(res, 200, this.modelEntry());
       }
-      if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok', ...this.stats });
+      if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok', ...this.stats, batch: this.batcher ? { ...this.batcher.stats } : null });
       if (path === '/v1/chat/completions' || path === '/v1/completions') {
         if (req.method !== 'POST') throw new HttpError(405, `${path} takes POST`);
         const body = await readJson(req, this.opts.maxBodyBytes ?? DEFAULT_MAX_BODY);
@@ -223,7 +227,9 @@ export class OpenAIServer {
       res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
       if (kind === 'chat') res.write(sse(chunk({ delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null })));
     };
-    const r = await this.service.withEngine(async (engine, repoContext) => {
+    // The prefill is one job of the engine's queue; the generation then decodes in the batcher,
+    // one step for every request generating at that moment (continuous batching).
+    const pre = await this.service.withEngine(async (engine, repoContext) => {
       if (ac.signal.aborted) return null;
       const prompt = kind === 'chat' ? chatPrompt(engine, p.messages!, folder ? (await repoContext([folder])).segmentTokens : null) : textPrompt(engine, p.prompt!);
       const limit = Math.min(this.opts.maxPromptTokens ?? engine.contextSize, engine.contextSize);
@@ -237,18 +243,22 @@ export class OpenAIServer {
       const maxTokens = p.maxTokens ?? Math.min(DEFAULT_MAX_TOKENS, room);
       const seq = engine.createSequence(Math.min(engine.contextSize, prompt.length + maxTokens + 1));
       try {
-        let logits: Float32Array;
-        try {
-          logits = await engine.prefill(seq, prompt, { signal: ac.signal });
-        } catch (e) {
-          if ((e as Error).name === 'AbortError') return null;
-          throw e;
-        }
+        const logits = await engine.prefill(seq, prompt, { signal: ac.signal });
         const report = seq.lastPrefill!;
         this.stats.cachedTokens += report.cachedTokens;
         this.stats.computedTokens += report.computedTokens;
+        return { engine, seq, logits, prompt: prompt.length, cached: report.cachedTokens, maxTokens };
+      } catch (e) {
+        engine.freeSequence(seq);
+        if ((e as Error).name === 'AbortError') return null;
+        throw e;
+      }
+    });
+    let r: { prompt: number; cached: number; result: GenerateResult } | null = null;
+    if (pre) {
+      try {
         if (p.stream) start();
-        const gen = engine.generate(seq, logits, { maxTokens, temperature: p.temperature, topK: p.topK, topP: p.topP, seed: p.seed, stop: p.stop, signal: ac.signal });
+        const gen = this.batcherFor(pre.engine).generate(pre.seq, pre.logits, { maxTokens: pre.maxTokens, temperature: p.temperature, topK: p.topK, topP: p.topP, seed: p.seed, stop: p.stop, signal: ac.signal });
         let step = await gen.next();
         while (!step.done) {
           if (step.value.token >= 0) this.stats.generatedTokens++;
@@ -256,15 +266,13 @@ export class OpenAIServer {
           if (p.stream && text) {
             res.write(sse(kind === 'chat' ? chunk({ delta: { content: text }, logprobs: null, finish_reason: null }) : chunk({ text, logprobs: null, finish_reason: null })));
           }
-          // Let I/O through between tokens (a closed socket aborts), even when the backend computes synchronously.
-          await new Promise<void>((done) => setImmediate(done));
           step = await gen.next();
         }
-        return { prompt: prompt.length, cached: report.cachedTokens, result: step.value };
+        r = { prompt: pre.prompt, cached: pre.cached, result: step.value };
       } finally {
-        engine.freeSequence(seq);
+        await this.service.withEngine(async (engine) => engine.freeSequence(pre.seq));
       }
-    });
+    }
     if (!r || r.result.stopReason === 'cancelled') {
       this.stats.cancelled++;
       if (!res.writableEnded) res.end();
@@ -286,6 +294,17 @@ export class OpenAIServer {
         : { index: 0, text: r.result.text, logprobs: null, finish_reason: finish };
     sendJson(res, 200, { id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model, choices: [choice], usage });
   }
+
+  private batcher: DecodeBatcher | null = null;
+  /** The decode batcher of the (one) loaded engine; its steps queue with the service's other jobs. */
+  private batcherFor(engine: Engine): DecodeBatcher {
+    if (!this.batcher || this.batcherEngine !== engine) {
+      this.batcher = new DecodeBatcher(engine, (job) => this.service.withEngine(() => job()), this.opts.maxBatch ?? 16);
+      this.batcherEngine = engine;
+    }
+    return this.batcher;
+  }
+  private batcherEngine: Engine | null = null;
 
   /** The repository folder a request names, checked against the folders the server was given. */
   private folderOf(body: Record<string, unknown>): string | null {

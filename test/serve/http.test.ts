@@ -60,7 +60,7 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-const health = async () => (await fetch(base.replace(/\/v1$/, '/health'), { headers: { authorization: `Bearer ${KEY}` } })).json() as Promise<{ cancelled: number; completed: number; generatedTokens: number; computedTokens: number }>;
+const health = async () => (await fetch(base.replace(/\/v1$/, '/health'), { headers: { authorization: `Bearer ${KEY}` } })).json() as Promise<{ cancelled: number; completed: number; generatedTokens: number; computedTokens: number; batch: { steps: number; rows: number; maxBatch: number } | null }>;
 
 test('/v1/models lists the model', async () => {
   const list = await client.models.list();
@@ -100,6 +100,34 @@ test('two concurrent sessions over one repository context compute the shared pre
   assert.ok(computed(a) + computed(b) <= a.usage!.prompt_tokens + b.usage!.prompt_tokens - 192);
   // The server's own count of computed prompt tokens agrees with what usage reported.
   assert.equal(h1.computedTokens - h0.computedTokens, computed(a) + computed(b));
+});
+
+test('concurrent streams decode together (continuous batching): one engine step for several requests', async () => {
+  const h0 = await health();
+  const stream = async (q: string) => {
+    const st = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: q }], max_tokens: 24, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null = null;
+    for await (const c of st) {
+      if (c.usage) usage = c.usage;
+      text += c.choices[0]?.delta.content ?? '';
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    return { text, usage, finish };
+  };
+  const rs = await Promise.all(['First question about add.', 'A second, different question.', 'Third one, about the README.'].map(stream));
+  const h1 = await health();
+  for (const r of rs) {
+    assert.ok(r.finish === 'length' || r.finish === 'stop', String(r.finish));
+    assert.ok(r.usage && r.usage.completion_tokens > 0);
+  }
+  const b0 = h0.batch ?? { steps: 0, rows: 0, maxBatch: 0 };
+  const b1 = h1.batch!;
+  // Prefills run one at a time, so the first request decodes alone for a while; once the others have
+  // prefilled they join it: some steps carried more than one request.
+  assert.ok(b1.maxBatch >= 2, `largest batch ${b1.maxBatch}`);
+  assert.ok(b1.rows - b0.rows > b1.steps - b0.steps, `rows ${b1.rows - b0.rows} over ${b1.steps - b0.steps} steps`);
 });
 
 test('streaming chat: role first, deltas add up to the plain answer, usage at the end, [DONE]', async () => {
