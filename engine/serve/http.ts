@@ -18,13 +18,14 @@
 // come back in OpenAI's shape, {"error": {"message", "type", "param", "code"}}.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { timingSafeEqual, randomUUID } from 'node:crypto';
+import { createHash, timingSafeEqual, randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
 import { basename, resolve } from 'node:path';
 import { AssistantService } from '../assistant/service.js';
 import { chatPromptTokens, SYSTEM_INSTRUCTIONS } from '../assistant/conversation.js';
 import type { BackendChoice, Engine, GenerateResult, StopReason } from '../engine.js';
 import { DecodeBatcher } from './batcher.js';
+import { RepoWatcher } from '../context/watch.js';
 import { UserError } from '../errors.js';
 import { GGUFError } from '../gguf/reader.js';
 import { cacheDir } from '../paths.js';
@@ -34,7 +35,9 @@ export const HTTP_USAGE = `usage: repokv serve [--host 127.0.0.1] [--port 8080] 
                    [--backend auto|cpu|webgpu|reference] [--ctx N] [--cache-dir D]
                    [--max-body-bytes N] [--max-prompt-tokens N]
   OpenAI-compatible HTTP API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
-  A request may add "repokv": {"folder": DIR} (DIR one of the --folder folders) to put that
+  A request may add "repokv": {"folder": DIR} (DIR one of the --folder folders), or
+  "repokv": {"context": ID} (an id from GET /v1/repokv/contexts: the content hash of that folder's
+  repository block; 409 if the folder has changed since), to put that
   repository first in the prompt, its KV reused across requests.
   Binding an address other than loopback needs --api-key (or REPOKV_API_KEY).
 usage: repokv serve --stdio [--cache-dir D]
@@ -122,7 +125,17 @@ export class OpenAIServer {
   async listen(): Promise<{ host: string; port: number }> {
     const roots = [...new Set(this.folders.values())];
     await this.service.loadEngine();
-    for (const r of roots) await this.service.openContext([r]);
+    for (const r of roots) {
+      await this.service.openContext([r]);
+      // Edits to a served folder reach its context before the next request (and change its content id).
+      const ctx = await this.service.withEngine(async (_engine, repo) => repo([r]));
+      try {
+        this.watchers.push(await RepoWatcher.start(ctx.walk, (b) => void this.service.refresh(b.paths.length ? b.paths : [r])));
+      } catch (e) {
+        // Too many folders to watch: served as a snapshot; a restart picks up edits.
+        (this.opts.onWarning ?? ((m: string) => console.error(m)))(`repokv serve: not watching ${r} (${(e as Error).message}); its context stays as opened until a restart`);
+      }
+    }
     const server = createServer((req, res) => void this.handle(req, res));
     this.server = server;
     const host = this.opts.host ?? '127.0.0.1';
@@ -134,7 +147,10 @@ export class OpenAIServer {
     return { host, port: typeof addr === 'object' && addr ? addr.port : (this.opts.port ?? 0) };
   }
 
+  private watchers: RepoWatcher[] = [];
+
   async close(): Promise<void> {
+    for (const w of this.watchers.splice(0)) await w.close();
     const s = this.server;
     this.server = null;
     if (s) {
@@ -155,6 +171,7 @@ export class OpenAIServer {
         return sendJson(res, 200, this.modelEntry());
       }
       if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok', ...this.stats, batch: this.batcher ? { ...this.batcher.stats } : null });
+      if (req.method === 'GET' && path === '/v1/repokv/contexts') return sendJson(res, 200, { object: 'list', data: await this.listContexts() });
       if (path === '/v1/chat/completions' || path === '/v1/completions') {
         if (req.method !== 'POST') throw new HttpError(405, `${path} takes POST`);
         const body = await readJson(req, this.opts.maxBodyBytes ?? DEFAULT_MAX_BODY);
@@ -224,14 +241,23 @@ export class OpenAIServer {
     const start = () => {
       if (started) return;
       started = true;
-      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', ...(contextId ? { 'x-repokv-context': contextId } : {}) });
       if (kind === 'chat') res.write(sse(chunk({ delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null })));
     };
     // The prefill is one job of the engine's queue; the generation then decodes in the batcher,
     // one step for every request generating at that moment (continuous batching).
+    let contextId: string | null = null;
     const pre = await this.service.withEngine(async (engine, repoContext) => {
       if (ac.signal.aborted) return null;
-      const prompt = kind === 'chat' ? chatPrompt(engine, p.messages!, folder ? (await repoContext([folder])).segmentTokens : null) : textPrompt(engine, p.prompt!);
+      let segments: Int32Array[] | null = null;
+      if (folder) {
+        segments = (await repoContext([folder.root])).segmentTokens;
+        const now = this.contextId(folder.root, segments);
+        // A context named by id must still be that content (a byte-identical repository block).
+        if (folder.id && folder.id !== now) throw new HttpError(409, `repository context "${folder.id}" has changed (the folder now gives "${now}"); send "repokv": {"context": "${now}"} or name the folder`, 'invalid_request_error', 'context_changed', 'repokv.context');
+        contextId = now;
+      }
+      const prompt = kind === 'chat' ? chatPrompt(engine, p.messages!, segments) : textPrompt(engine, p.prompt!);
       const limit = Math.min(this.opts.maxPromptTokens ?? engine.contextSize, engine.contextSize);
       if (prompt.length > limit) {
         throw new HttpError(400, `the prompt has ${prompt.length} tokens, more than this server accepts (${limit}); shorten the messages`, 'invalid_request_error', 'context_length_exceeded', kind === 'chat' ? 'messages' : 'prompt');
@@ -292,7 +318,7 @@ export class OpenAIServer {
       kind === 'chat'
         ? { index: 0, message: { role: 'assistant', content: r.result.text, refusal: null }, logprobs: null, finish_reason: finish }
         : { index: 0, text: r.result.text, logprobs: null, finish_reason: finish };
-    sendJson(res, 200, { id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model, choices: [choice], usage });
+    sendJson(res, 200, { id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model, choices: [choice], usage, ...(contextId ? { repokv: { context: contextId } } : {}) }, contextId ? { 'x-repokv-context': contextId } : {});
   }
 
   private batcher: DecodeBatcher | null = null;
@@ -307,10 +333,42 @@ export class OpenAIServer {
   private batcherEngine: Engine | null = null;
 
   /** The repository folder a request names, checked against the folders the server was given. */
-  private folderOf(body: Record<string, unknown>): string | null {
+  /** Content ids of repository contexts seen (GET /v1/repokv/contexts, or a folder request) → folder. */
+  private contextIds = new Map<string, string>();
+
+  /** The id of a repository context: a hash of its token ids (the prompt block it puts first). */
+  private contextId(root: string, segmentTokens: Int32Array[]): string {
+    const h = createHash('sha256');
+    for (const t of segmentTokens) h.update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
+    const id = 'ctx-' + h.digest('hex').slice(0, 24);
+    this.contextIds.set(id, root);
+    return id;
+  }
+
+  /** Every served folder's current context: id (content hash), folder, tokens. */
+  private async listContexts(): Promise<{ id: string; object: 'repokv.context'; folder: string; tokens: number; files: number }[]> {
+    const roots = [...new Set(this.folders.values())];
+    return this.service.withEngine(async (_engine, repoContext) => {
+      const out = [];
+      for (const root of roots) {
+        const ctx = await repoContext([root]);
+        out.push({ id: this.contextId(root, ctx.segmentTokens), object: 'repokv.context' as const, folder: root, tokens: ctx.stats.tokens, files: ctx.stats.files });
+      }
+      return out;
+    });
+  }
+
+  private folderOf(body: Record<string, unknown>): { root: string; id?: string } | null {
     const ext = body.repokv;
     if (ext === undefined || ext === null) return null;
     if (typeof ext !== 'object' || Array.isArray(ext)) throw new HttpError(400, '"repokv" must be an object such as {"folder": "<one of the server\'s --folder folders>"}', 'invalid_request_error', null, 'repokv');
+    const id = (ext as Record<string, unknown>).context;
+    if (id !== undefined) {
+      if (typeof id !== 'string') throw new HttpError(400, '"repokv.context" must be a string (an id from GET /v1/repokv/contexts)', 'invalid_request_error', null, 'repokv.context');
+      const known = this.contextIds.get(id);
+      if (!known) throw new HttpError(404, `no repository context "${id}" on this server; GET /v1/repokv/contexts lists the current ones`, 'invalid_request_error', 'context_not_found', 'repokv.context');
+      return { root: known, id };
+    }
     const f = (ext as Record<string, unknown>).folder;
     if (f === undefined) return null;
     if (typeof f !== 'string') throw new HttpError(400, '"repokv.folder" must be a string', 'invalid_request_error', null, 'repokv.folder');
@@ -325,7 +383,7 @@ export class OpenAIServer {
         'repokv.folder',
       );
     }
-    return root;
+    return { root };
   }
 }
 

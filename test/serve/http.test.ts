@@ -130,6 +130,32 @@ test('concurrent streams decode together (continuous batching): one engine step 
   assert.ok(b1.rows - b0.rows > b1.steps - b0.steps, `rows ${b1.rows - b0.rows} over ${b1.steps - b0.steps} steps`);
 });
 
+test('repository contexts by content hash: listed, used by id (its KV reused), 409 once the folder changes, 404 unknown', async () => {
+  const list = (await (await fetch(`${base}/repokv/contexts`, { headers: { authorization: `Bearer ${KEY}` } })).json()) as { data: { id: string; folder: string; tokens: number }[] };
+  const ctx = list.data.find((c) => c.folder.endsWith('shared'))!;
+  assert.match(ctx.id, /^ctx-[0-9a-f]{24}$/);
+  assert.ok(ctx.tokens > 100);
+  const ask = (ext: Record<string, string>) =>
+    client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'What is in lib.py?' }], max_tokens: 2, temperature: 0, repokv: ext } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const byFolder = (await ask({ folder: shared })) as OpenAI.ChatCompletion & { repokv?: { context: string } };
+  assert.equal(byFolder.repokv?.context, ctx.id);
+  const byId = await ask({ context: ctx.id });
+  assert.equal(byId.usage!.prompt_tokens, byFolder.usage!.prompt_tokens);
+  assert.ok(byId.usage!.prompt_tokens_details!.cached_tokens! >= byId.usage!.prompt_tokens - 64, 'the named context comes from the KV cache');
+  await assert.rejects(ask({ context: 'ctx-000000000000000000000000' }), (e: { status?: number }) => e.status === 404);
+  writeFileSync(join(shared, 'lib.py'), 'def mul(a, b):\n    return a * b * 1\n\n'.repeat(12));
+  // The server's watcher sees the edit (debounced): then the old id no longer names the content.
+  let status = 0;
+  for (let i = 0; i < 40 && status !== 409; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    status = await ask({ context: ctx.id }).then(
+      () => 200,
+      (e: { status?: number; message?: string }) => (/has changed/.test(String(e.message)) ? (e.status ?? 0) : -1),
+    );
+  }
+  assert.equal(status, 409);
+});
+
 test('streaming chat: role first, deltas add up to the plain answer, usage at the end, [DONE]', async () => {
   const messages: OpenAI.ChatCompletionMessageParam[] = [
     { role: 'system', content: 'You are terse.' },
