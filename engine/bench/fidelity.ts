@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { flagNumber, flagString, parseArgs } from '../commands/args.js';
+import { flagNumber, flagString, parseArgs, parseTokenCount } from '../commands/args.js';
 import { GGUFFile } from '../gguf/reader.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { planInductionModel, writeInductionModel } from '../model/induction.js';
@@ -57,9 +57,7 @@ function list(v: string | undefined, dflt: string[]): string[] {
 }
 
 function tokens(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kK])?$/.exec(s);
-  if (!m) throw new UserError(`"${s}" is not a token count (e.g. 4096 or 4K)`);
-  const n = Math.round(Number(m[1]) * (m[2] ? 1024 : 1));
+  const n = parseTokenCount(s);
   if (n < 256 || n > 1 << 20) throw new UserError(`length ${s} must be from 256 to 1M tokens`);
   return n;
 }

@@ -23,7 +23,7 @@ import { AssistantService } from '../assistant/service.js';
 import { runPeer } from './engine.js';
 import { defaultThreads } from '../backends/cpu/ort.js';
 import { UserError } from '../errors.js';
-import { flagNumber, flagString, parseArgs } from '../commands/args.js';
+import { flagNumber, flagString, parseArgs, parseTokenCount } from '../commands/args.js';
 import { GGUFFile } from '../gguf/reader.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { Engine, type BackendChoice } from '../engine.js';
@@ -59,12 +59,6 @@ const USAGE = `usage: repokv bench sparse [options]
                       context (default 98304; the model's own must be as long)
   --json              one JSON object per length, then a summary`;
 
-function tokens(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kK])?$/.exec(s.trim());
-  if (!m) throw new UserError(`"${s}" is not a token count (e.g. 16K)`);
-  return Math.round(Number(m[1]) * (m[2] ? 1024 : 1));
-}
-
 export function parsePattern(s: string): SparsePattern | 'config' {
   if (s === 'config') return 'config';
   const [kind, rest = ''] = s.split(':');
@@ -90,7 +84,7 @@ export async function run(args: string[]): Promise<number> {
   const json = p.flags.has('json');
   const model = flagString(p, 'model') ?? defaultInductionModel();
   if (!existsSync(model)) throw new UserError(`model file ${model} does not exist; give an existing GGUF file to --model`);
-  const lengths = (flagString(p, 'lengths') ?? '16K,32K,64K,128K').split(',').map(tokens);
+  const lengths = (flagString(p, 'lengths') ?? '16K,32K,64K,128K').split(',').map(parseTokenCount);
   const pattern = parsePattern(flagString(p, 'pattern') ?? 'config');
   const threads = p.flags.has('threads') ? flagNumber(p, 'threads', 0) : undefined;
   const chunk = flagNumber(p, 'chunk', 8192);

@@ -43,3 +43,10 @@ export function flagNumber(p: ParsedArgs, name: string, dflt: number): number {
   if (!Number.isFinite(n)) throw new UserError(`option --${name} must be a number, got "${v}"`);
   return n;
 }
+
+/** A token count as typed on the command line: 4096, 16K, 1.5K (K = 1024). */
+export function parseTokenCount(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kK])?$/.exec(s.trim());
+  if (!m) throw new UserError(`"${s}" is not a token count (e.g. 4096 or 16K)`);
+  return Math.round(Number(m[1]) * (m[2] ? 1024 : 1));
+}

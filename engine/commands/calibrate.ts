@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { UserError } from '../errors.js';
-import { flagNumber, flagString, parseArgs } from './args.js';
+import { flagNumber, flagString, parseArgs, parseTokenCount } from './args.js';
 import { cacheDir } from '../paths.js';
 import { Engine, sparseFingerprint } from '../engine.js';
 import { GGUFFile } from '../gguf/reader.js';
@@ -36,9 +36,7 @@ const USAGE = `usage: repokv calibrate [options]
   --json             the config and per-head results as JSON`;
 
 function tokens(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([kK])?$/.exec(s.trim());
-  if (!m) throw new UserError(`"${s}" is not a token count (e.g. 32K)`);
-  const n = Math.round(Number(m[1]) * (m[2] ? 1024 : 1));
+  const n = parseTokenCount(s);
   if (n < 512) throw new UserError(`--length must be at least 512 tokens`);
   return n;
 }
