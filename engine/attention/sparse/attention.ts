@@ -29,10 +29,16 @@ export interface HeadGroupInput {
 
 /** Query head h of the group as a HeadInput (q copied into [nQ, d]). */
 export function headInput(a: HeadGroupInput, h: number): HeadInput {
+  const one = headGroupOf(a, h);
+  return { q: one.q, k: a.k, nQ: a.nQ, nK: a.nK, qPos0: a.qPos0, headDim: a.headDim, scale: a.scale };
+}
+
+/** Query head h of the group alone, as a one-head group (q copied into [nQ, d]; k, v shared). */
+export function headGroupOf(a: HeadGroupInput, h: number): HeadGroupInput {
   const d = a.headDim;
   const q = new Float32Array(a.nQ * d);
-  for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray(i * a.nHeads * d + h * d, i * a.nHeads * d + (h + 1) * d), i * d);
-  return { q, k: a.k, nQ: a.nQ, nK: a.nK, qPos0: a.qPos0, headDim: d, scale: a.scale };
+  for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray((i * a.nHeads + h) * d, (i * a.nHeads + h + 1) * d), i * d);
+  return { ...a, q, nHeads: 1 };
 }
 
 /** Per-head indices for per-head patterns (online estimation where the pattern needs it). */

@@ -10,7 +10,7 @@
 
 import type { AttentionResult, CpuAttention } from '../cpu-attention.js';
 import { CpuAttention as CpuAttentionImpl } from '../cpu-attention.js';
-import { attentionRecall, buildGroupIndex, denseAttentionRef, recallStats, sparseAttentionCpu, sparseAttentionRef, type HeadGroupInput } from './attention.js';
+import { attentionRecall, buildGroupIndex, denseAttentionRef, headGroupOf, recallStats, sparseAttentionCpu, sparseAttentionRef, type HeadGroupInput } from './attention.js';
 import { indexDensity, type SparseIndex, type SparsePattern, type VerticalSlashEstimate } from './patterns.js';
 
 /** MInference's search space at its target cost (A-shape 1K + 4K) [P: Table 7], for a reference length of 30K–32K. */
@@ -64,13 +64,6 @@ export interface CalibrateOptions {
   estimate?: VerticalSlashEstimate;
 }
 
-function headOnly(a: HeadGroupInput, h: number): HeadGroupInput {
-  const d = a.headDim;
-  const q = new Float32Array(a.nQ * d);
-  for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray(i * a.nHeads * d + h * d, i * a.nHeads * d + (h + 1) * d), i * d);
-  return { ...a, q, nHeads: 1 };
-}
-
 function l2Error(got: Float32Array, want: Float32Array): number {
   let e = 0;
   let n = 0;
@@ -98,7 +91,7 @@ export function growPattern(p: SparsePattern, f: number): SparsePattern {
 /** Calibrates query head h of a captured head group. */
 export function calibrateHead(group: HeadGroupInput, h: number, o: CalibrateOptions = {}): HeadCalibration {
   const run = o.runner ?? referenceRunner;
-  const a = headOnly(group, h);
+  const a = headGroupOf(group, h);
   const dense = run.dense(a);
   const measure = (p: SparsePattern) => {
     const idx = buildGroupIndex(a, [p], o.estimate);

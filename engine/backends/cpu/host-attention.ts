@@ -17,7 +17,7 @@
 import type { AttentionParams, SeqSlice, SparseStats } from '../../model/backend.js';
 import { SPARSE_MIN_ROWS } from '../../model/backend.js';
 import { CpuAttention } from '../../attention/cpu-attention.js';
-import { attentionRecall, buildGroupIndex, type HeadGroupInput } from '../../attention/sparse/attention.js';
+import { attentionRecall, buildGroupIndex, headGroupOf, type HeadGroupInput } from '../../attention/sparse/attention.js';
 import { BatchedSparseCpu } from '../../attention/sparse/batched-cpu.js';
 import { CpuVerticalSlashEstimator } from '../../attention/sparse/estimate-cpu.js';
 import { indexDensity, type SparseIndex } from '../../attention/sparse/patterns.js';
@@ -29,14 +29,6 @@ export const CPU_SPARSE_BLOCK = 128;
 
 /** A head whose sparse index keeps more than this share of the causal entries is computed dense. */
 export const DENSE_ABOVE = 0.6;
-
-/** Query head h of a group alone. */
-function headOnly(a: HeadGroupInput, h: number): HeadGroupInput {
-  const d = a.headDim;
-  const q = new Float32Array(a.nQ * d);
-  for (let i = 0; i < a.nQ; i++) q.set(a.q.subarray((i * a.nHeads + h) * d, (i * a.nHeads + h + 1) * d), i * d);
-  return { ...a, q, nHeads: 1 };
-}
 
 /** Per [layer][query head], sampled attention recall rows (the last 64 rows of each sparse call). */
 export type RecallSamples = number[][][];
@@ -159,7 +151,7 @@ export class HostAttention {
     const out = new Float32Array(a.nQ * a.nHeads * d);
     const lse = new Float32Array(a.nHeads * a.nQ);
     for (let h = 0; h < a.nHeads; h++) {
-      const one = headOnly(a, h);
+      const one = headGroupOf(a, h);
       const r = dense[h] ? this.attn.run({ q: one.q, nQ: a.nQ, qPos0: a.qPos0, k: [a.k], v: [a.v], nK: a.nK, nHeads: 1, nKVHeads: 1, headDim: d, scale: a.scale }) : this.batched.run(one, [idx[h]]);
       for (let i = 0; i < a.nQ; i++) out.set(r.out.subarray(i * d, (i + 1) * d), (i * a.nHeads + h) * d);
       lse.set(r.lse, h * a.nQ);
@@ -209,13 +201,18 @@ export function readHead(store: KVStore, s: SeqSlice, layer: number, which: 0 | 
     return (store.array(r.block, layer, which) as Float32Array).subarray(o, o + nK * d);
   }
   const out = new Float32Array(nK * d);
-  for (const r of runs) {
+  copyRows(store, s.kv, layer, which, h, 0, nK, d, out);
+  return out;
+}
+
+/** KV head h's keys (which 0) or values (1) of tokens t0 … t1−1 into `dst` as f32, row t at t·d. */
+function copyRows(store: KVStore, kv: SeqSlice['kv'], layer: number, which: 0 | 1, h: number, t0: number, t1: number, d: number, dst: Float32Array): void {
+  for (const r of kvRuns(kv, t0, t1)) {
     const o = (h * store.blockRows(r.block) + r.row) * d;
     const src = store.array(r.block, layer, which);
-    if (store.precision === 'f16') f16ToF32Array(src as Uint16Array, out, r.n * d, o, r.t0 * d);
-    else out.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
+    if (store.precision === 'f16') f16ToF32Array(src as Uint16Array, dst, r.n * d, o, r.t0 * d);
+    else dst.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
   }
-  return out;
 }
 
 /**
@@ -254,17 +251,7 @@ export class KVMirror {
       have = 0;
     }
     if (have >= need) return;
-    for (const r of kvRuns(s.kv, have, need)) {
-      for (let h = 0; h < this.G; h++) {
-        for (const which of [0, 1] as const) {
-          const src = store.array(r.block, layer, which);
-          const o = (h * store.blockRows(r.block) + r.row) * d;
-          const dst = arrs[h * 2 + which];
-          if (store.precision === 'f16') f16ToF32Array(src as Uint16Array, dst, r.n * d, o, r.t0 * d);
-          else dst.set((src as Float32Array).subarray(o, o + r.n * d), r.t0 * d);
-        }
-      }
-    }
+    for (let h = 0; h < this.G; h++) for (const which of [0, 1] as const) copyRows(store, s.kv, layer, which, h, have, need, d, arrs[h * 2 + which]);
     this.lens[layer] = need;
   }
 
