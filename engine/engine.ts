@@ -700,6 +700,12 @@ export function sparseFingerprint(modelPath: string, file: GGUFFile, config: Tra
   return modelFingerprint({ modelPath, dataOffset: file.dataOffset, rope: config.rope, nLayers: config.nLayers, nKVHeads: config.nKVHeads, headDim: config.headDim, kvDtype: 'f16', storage: 'f16', pageSize: PAGE_SIZE }).id;
 }
 
+/** A model's sparse config: the one `repokv calibrate` stored under `cacheDir`, else the default. */
+export function storedSparseConfig(modelPath: string, file: GGUFFile, config: TransformerConfig, cacheDir?: string): SparseModelConfig {
+  const fp = sparseFingerprint(modelPath, file, config);
+  return cacheDir ? loadSparseConfig(cacheDir, fp, config.nLayers, config.nHeads) : defaultSparseConfig(fp, config.nLayers, config.nHeads);
+}
+
 /**
  * The sparse-prefill config of an engine, or null when prefill always stays dense: sparse off, a
  * backend without sparse attention, or a context size below the threshold. Enables the backend's
@@ -708,11 +714,7 @@ export function sparseFingerprint(modelPath: string, file: GGUFFile, config: Tra
 function sparseConfigFor(opts: EngineOptions, file: GGUFFile, config: TransformerConfig, backend: Backend, ctx: number): SparseModelConfig | null {
   const o = opts.sparse ?? {};
   if (o.mode === 'off' || !backend.sparse) return null;
-  let cfg = o.config;
-  if (!cfg) {
-    const fp = sparseFingerprint(opts.model, file, config);
-    cfg = opts.kv?.cacheDir ? loadSparseConfig(opts.kv.cacheDir, fp, config.nLayers, config.nHeads) : defaultSparseConfig(fp, config.nLayers, config.nHeads);
-  }
+  let cfg = o.config ?? storedSparseConfig(opts.model, file, config, opts.kv?.cacheDir);
   if (cfg.heads.length !== config.nLayers || cfg.heads.some((l) => l.length !== config.nHeads)) {
     throw new UserError(`the sparse-prefill config describes ${cfg.heads.length} layers of ${cfg.heads[0]?.length ?? 0} heads, the model has ${config.nLayers} of ${config.nHeads}; run \`repokv calibrate\` for this model`);
   }

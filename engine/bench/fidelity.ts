@@ -21,8 +21,8 @@ import { planInductionModel, writeInductionModel } from '../model/induction.js';
 import type { BackendChoice } from '../engine.js';
 import { EngineMethod, EngineSparseRecall, LlamaMethod, type FidelityMethod } from '../fidelity/methods.js';
 import { parsePattern } from './sparse.js';
-import { defaultSparseConfig, loadSparseConfig, type SparseModelConfig } from '../attention/sparse/config.js';
-import { sparseFingerprint } from '../engine.js';
+import { withPattern, type SparseModelConfig } from '../attention/sparse/config.js';
+import { storedSparseConfig } from '../engine.js';
 import { loadTransformerConfig } from '../model/config.js';
 import { runFidelity, type FidelityPlan, type RunRecord } from '../fidelity/harness.js';
 import { ALL_MODES, MODES, TASK_NAMES, type SharedContextMode, type TaskName } from '../fidelity/tasks.js';
@@ -211,13 +211,10 @@ export async function run(args: string[]): Promise<number> {
 function sparseConfigOf(model: string, method: string, cacheDir: string | undefined): SparseModelConfig {
   const f = GGUFFile.open(model);
   try {
-    const tc = loadTransformerConfig(f);
-    const fp = sparseFingerprint(model, f, tc);
-    const cfg = cacheDir ? loadSparseConfig(cacheDir, fp, tc.nLayers, tc.nHeads) : defaultSparseConfig(fp, tc.nLayers, tc.nHeads);
+    const cfg = storedSparseConfig(model, f, loadTransformerConfig(f), cacheDir);
     if (method === 'sparse') return cfg;
     const pat = parsePattern(method);
-    if (pat === 'config') return cfg;
-    return { ...cfg, source: 'default', heads: cfg.heads.map((l) => l.map(() => pat)) };
+    return pat === 'config' ? cfg : withPattern(cfg, pat);
   } finally {
     f.close();
   }

@@ -27,7 +27,7 @@ import { flagNumber, flagString, parseArgs, parseTokenCount } from '../commands/
 import { GGUFFile } from '../gguf/reader.js';
 import { Tokenizer } from '../text/tokenizer.js';
 import { Engine, type BackendChoice } from '../engine.js';
-import { DEFAULT_SPARSE_THRESHOLD, DEFAULT_VS, defaultSparseConfig, loadSparseConfig, scalePattern, type SparseModelConfig } from '../attention/sparse/config.js';
+import { DEFAULT_SPARSE_THRESHOLD, DEFAULT_VS, scalePattern, withPattern, type SparseModelConfig } from '../attention/sparse/config.js';
 import type { SparsePattern } from '../attention/sparse/patterns.js';
 import { passkeyTask } from '../fidelity/tasks.js';
 import { defaultInductionModel } from './fidelity.js';
@@ -39,7 +39,7 @@ import { CpuVerticalSlashEstimator } from '../attention/sparse/estimate-cpu.js';
 import { indexDensity } from '../attention/sparse/patterns.js';
 import { Rng } from '../model/synthetic.js';
 import type { CpuBackend } from '../backends/cpu/index.js';
-import { sparseFingerprint } from '../engine.js';
+import { storedSparseConfig } from '../engine.js';
 import { loadTransformerConfig } from '../model/config.js';
 
 const USAGE = `usage: repokv bench sparse [options]
@@ -100,9 +100,8 @@ export async function run(args: string[]): Promise<number> {
   try {
     tok = Tokenizer.fromGGUF(file);
     const tc = loadTransformerConfig(file);
-    const fp = sparseFingerprint(model, file, tc);
-    cfg = cacheDir ? loadSparseConfig(cacheDir, fp, tc.nLayers, tc.nHeads) : defaultSparseConfig(fp, tc.nLayers, tc.nHeads);
-    if (pattern !== 'config') cfg = { ...cfg, source: 'default', heads: cfg.heads.map((l) => l.map(() => pattern)) };
+    cfg = storedSparseConfig(model, file, tc, cacheDir);
+    if (pattern !== 'config') cfg = withPattern(cfg, pattern);
   } finally {
     file.close();
   }

@@ -17,7 +17,7 @@ import { Engine, sparseFingerprint } from '../engine.js';
 import { GGUFFile } from '../gguf/reader.js';
 import { loadTransformerConfig } from '../model/config.js';
 import { calibrateHead, cpuRunner, SEARCH_SPACE, type HeadCalibration } from '../attention/sparse/calibrate.js';
-import { defaultSparseConfig, saveSparseConfig, scalePattern, SPARSE_CONFIG_VERSION, type SparseModelConfig } from '../attention/sparse/config.js';
+import { defaultSparseConfig, saveSparseConfig, withPattern, scalePattern, SPARSE_CONFIG_VERSION, type SparseModelConfig } from '../attention/sparse/config.js';
 import { CpuAttention } from '../attention/cpu-attention.js';
 import { CpuVerticalSlashEstimator } from '../attention/sparse/estimate-cpu.js';
 import { kvTask } from '../fidelity/tasks.js';
@@ -76,8 +76,7 @@ export async function run(args: string[]): Promise<number> {
   } finally {
     f.close();
   }
-  const exact = defaultSparseConfig(fingerprint, nLayers, nHeads, 0);
-  exact.heads = exact.heads.map((l) => l.map(() => ({ kind: 'dense' as const })));
+  const exact = withPattern(defaultSparseConfig(fingerprint, nLayers, nHeads, 0), { kind: 'dense' });
   const eng = await Engine.load({ model, backend: 'cpu', threads, contextSize: L + 64, kv: { prefixCaching: false }, sparse: { config: exact, chunk: L + 64 } });
 
   const candidates = SEARCH_SPACE.map((c) => scalePattern(c, L, 30 * 1024));

@@ -52,6 +52,11 @@ export function defaultSparseConfig(fingerprint: string, nLayers: number, nHeads
   };
 }
 
+/** The config with one pattern on every head (benchmarks, fidelity methods, calibration's exact pass). */
+export function withPattern(cfg: SparseModelConfig, p: SparsePattern): SparseModelConfig {
+  return { ...cfg, source: 'default', heads: cfg.heads.map((l) => l.map(() => ({ ...p }))) };
+}
+
 /** A pattern's budgets for a context of S tokens (see the header for the rule). */
 export function scalePattern(p: SparsePattern, S: number, referenceLength: number): SparsePattern {
   const f = Math.min(1, S / referenceLength);
