@@ -6,12 +6,13 @@
 // refused without a key. The engine is real: a tiny synthetic model on the CPU backend.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { testModel } from '../helpers/models.js';
+import { startServe, stopServe } from '../helpers/serve-child.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'repokv-http-'));
@@ -32,31 +33,15 @@ let base = '';
 let client: OpenAI;
 
 before(async () => {
-  child = spawn(
-    process.execPath,
-    [join(root, 'bin', 'repokv.js'), 'serve', '--host', '127.0.0.1', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '2048', '--folder', repo, '--folder', shared, '--api-key', KEY, '--max-body-bytes', '65536', '--max-prompt-tokens', '1200'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'cache'), REPOKV_API_KEY: '' } },
-  );
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  base = await new Promise<string>((ok, fail) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
-      if (m) ok(m[1]);
-    });
-    child.once('exit', (c) => fail(new Error(`server exited (${c}): ${err}`)));
-  });
+  ({ child, base } = await startServe(
+    ['--host', '127.0.0.1', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '2048', '--folder', repo, '--folder', shared, '--api-key', KEY, '--max-body-bytes', '65536', '--max-prompt-tokens', '1200'],
+    { REPOKV_CACHE_DIR: join(tmp, 'cache'), REPOKV_API_KEY: '' },
+  ));
   client = new OpenAI({ baseURL: base, apiKey: KEY, maxRetries: 0 });
 });
 
 after(async () => {
-  if (child.exitCode === null) {
-    const gone = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await gone;
-  }
+  await stopServe(child);
   rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -8,7 +8,7 @@
 // in one sentence.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ import { UserError } from '../../engine/errors.js';
 import { EngineClient } from '../../extension/engine-client.js';
 import { Methods, type ContextStatus } from '../../engine/serve/protocol.js';
 import { testModel } from '../helpers/models.js';
+import { startServe, stopServe } from '../helpers/serve-child.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'repokv-remote-'));
@@ -37,21 +38,7 @@ let other: Server;
 let otherBase = '';
 
 before(async () => {
-  child = spawn(process.execPath, [join(root, 'bin', 'repokv.js'), 'serve', '--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '4096', '--api-key', KEY], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, REPOKV_CACHE_DIR: join(tmp, 'server-cache'), REPOKV_API_KEY: '' },
-  });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  base = await new Promise<string>((ok, fail) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out);
-      if (m) ok(m[1]);
-    });
-    child.once('exit', (c) => fail(new Error(`server exited (${c}): ${err}`)));
-  });
+  ({ child, base } = await startServe(['--port', '0', '--model', model, '--backend', 'cpu', '--ctx', '4096', '--api-key', KEY], { REPOKV_CACHE_DIR: join(tmp, 'server-cache'), REPOKV_API_KEY: '' }));
   // Not an OpenAI API: a web page on /v1/models, a bare 404 elsewhere.
   other = createServer((req, res) => {
     if (req.url === '/v1/models') {
@@ -68,11 +55,7 @@ before(async () => {
 
 after(async () => {
   other?.close();
-  if (child && child.exitCode === null) {
-    const gone = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await gone;
-  }
+  await stopServe(child);
   rmSync(tmp, { recursive: true, force: true });
 });
 
