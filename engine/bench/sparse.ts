@@ -41,6 +41,7 @@ import { Rng } from '../model/synthetic.js';
 import type { CpuBackend } from '../backends/cpu/index.js';
 import { storedSparseConfig } from '../engine.js';
 import { loadTransformerConfig } from '../model/config.js';
+import { argmax } from '../model/sampler.js';
 
 const USAGE = `usage: repokv bench sparse [options]
   --model FILE        GGUF model (default: the constructed induction model)
@@ -134,8 +135,7 @@ export async function run(args: string[]): Promise<number> {
         const attMs = cpu && st ? cpu.stats.attentionRunMs - st.attentionRunMs : null;
         const got: number[] = [];
         for (let i = 0; i < q.answer.length; i++) {
-          let best = 0;
-          for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
+          const best = argmax(logits);
           got.push(best);
           logits = (await engine.decodeStep([seq], [best]))[0];
         }

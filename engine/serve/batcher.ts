@@ -104,8 +104,7 @@ export class DecodeBatcher {
         this.stats.rows += batch.length;
         this.stats.maxBatch = Math.max(this.stats.maxBatch, batch.length);
         batch.forEach((m, i) => {
-          // decodeStep's rows are views of one buffer that the next step reuses: keep a copy.
-          m.logits = Float32Array.from(logits[i]);
+          m.logits = logits[i]; // a view of this step's own logits (every read returns a new array)
           this.advance(m);
           m.wake?.();
         });

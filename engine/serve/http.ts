@@ -338,12 +338,18 @@ export class OpenAIServer {
 
   /** The id of a repository context: a hash of its token ids (the prompt block it puts first). */
   private contextId(root: string, segmentTokens: Int32Array[]): string {
-    const h = createHash('sha256');
-    for (const t of segmentTokens) h.update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
-    const id = 'ctx-' + h.digest('hex').slice(0, 24);
+    // A context's token arrays are replaced, not changed, when its files change: hash each set once.
+    let id = this.hashed.get(segmentTokens);
+    if (!id) {
+      const h = createHash('sha256');
+      for (const t of segmentTokens) h.update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
+      id = 'ctx-' + h.digest('hex').slice(0, 24);
+      this.hashed.set(segmentTokens, id);
+    }
     this.contextIds.set(id, root);
     return id;
   }
+  private hashed = new WeakMap<Int32Array[], string>();
 
   /** Every served folder's current context: id (content hash), folder, tokens. */
   private async listContexts(): Promise<{ id: string; object: 'repokv.context'; folder: string; tokens: number; files: number }[]> {
