@@ -19,7 +19,7 @@ import { GGUFValueType } from '../gguf/types.js';
 import { GGUFFile, type GGUFMetaValue } from '../gguf/reader.js';
 import { meta } from '../gguf/writer.js';
 import { UserError } from '../errors.js';
-import type { Backend, KVCache, KVPool, PagedKV } from '../model/backend.js';
+import type { Backend, KVCache, KVPool } from '../model/backend.js';
 import { loadTransformerConfig } from '../model/config.js';
 import { argmax } from '../model/sampler.js';
 import { planSyntheticModel, presetShape, writeSyntheticModel, WEIGHT_TYPES, type WeightTypeName } from '../model/synthetic.js';
@@ -28,6 +28,7 @@ import { syntheticTokenizerMetadata } from '../text/synthetic.js';
 import { flagNumber, flagString, parseArgs } from '../commands/args.js';
 import { createBackend, type BackendChoice } from '../engine.js';
 import { defaultThreads } from '../backends/cpu/ort.js';
+import { TablePagedKV } from '../kv/table-kv.js';
 
 const USAGE = `usage: repokv bench engine [options]
   --model FILE       GGUF model (default: a synthetic Qwen2.5-0.5B-shaped model, written once to the temp dir)
@@ -96,26 +97,6 @@ function promptTokens(n: number, vocab: number): number[] {
 type KVMode = 'contiguous' | 'paged' | 'scattered';
 const PAGE = 64;
 
-/** A sequence on a backend's page pool with a fixed page table (the engine's manager is not needed here). */
-class BenchPagedKV implements PagedKV {
-  length = 0;
-  readonly pageSize = PAGE;
-  readonly pageTableVersion = 0;
-  constructor(
-    readonly pool: KVPool,
-    readonly pageTable: Int32Array,
-  ) {}
-  get capacity(): number {
-    return this.pageTable.length * PAGE;
-  }
-  commit(n: number): void {
-    this.length = n;
-  }
-  truncate(n: number): void {
-    this.length = n;
-  }
-  free(): void {}
-}
 
 function createPool(model: Transformer, backend: Backend, nPages: number): KVPool {
   if (!backend.createKVPool) throw new UserError(`the ${backend.info.name} backend has no KV page pool (--kv paged needs one)`);
@@ -128,7 +109,7 @@ function benchKV(model: Transformer, backend: Backend, tokens: number, mode: KVM
   const n = Math.ceil(tokens / PAGE);
   const pool = createPool(model, backend, 2 * n);
   const table = Int32Array.from({ length: n }, (_, i) => (mode === 'paged' ? i : 2 * i));
-  return { kv: new BenchPagedKV(pool, table), pool };
+  return { kv: new TablePagedKV(pool, table), pool };
 }
 
 interface BatchSide {
@@ -142,7 +123,7 @@ async function runBatch(model: Transformer, backend: Backend, prompt: number[], 
   const full = Math.floor(prompt.length / PAGE);
   const own = Math.ceil((prompt.length + 2 * nGen + 2) / PAGE) - full;
   const pool = createPool(model, backend, full + (B + 1) * own);
-  const base = new BenchPagedKV(pool, Int32Array.from({ length: full + own }, (_, i) => i));
+  const base = new TablePagedKV(pool, Int32Array.from({ length: full + own }, (_, i) => i));
   let logits: Float32Array = new Float32Array(0);
   for (let s = 0; s < prompt.length; s += chunk) {
     const e = Math.min(prompt.length, s + chunk);
@@ -151,12 +132,12 @@ async function runBatch(model: Transformer, backend: Backend, prompt: number[], 
   const seqs = Array.from({ length: B }, (_, b) => {
     const table = Int32Array.from({ length: full + own }, (_, i) => (i < full ? i : full + (b + 1) * own + (i - full)));
     if (prompt.length % PAGE) pool.copyPage(full, table[full]);
-    const kv = new BenchPagedKV(pool, table);
+    const kv = new TablePagedKV(pool, table);
     kv.length = prompt.length;
     return kv;
   });
   const first = argmax(logits);
-  const step = (kvs: BenchPagedKV[], toks: number[]) =>
+  const step = (kvs: TablePagedKV[], toks: number[]) =>
     model.forward({
       tokens: Int32Array.from(toks),
       positions: Int32Array.from(kvs, (k) => k.length),

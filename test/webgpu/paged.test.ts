@@ -14,10 +14,11 @@ import assert from 'node:assert/strict';
 import { Rng } from '../../engine/model/sampler.js';
 import { attentionRef } from '../../engine/model/ref-ops.js';
 import { f16ToF32, f32ToF16 } from '../../engine/gguf/quant.js';
-import type { KVCache, KVPool, PagedKV, SeqSlice } from '../../engine/model/backend.js';
+import type { KVCache, SeqSlice } from '../../engine/model/backend.js';
 import type { WebGPUBackend } from '../../engine/backends/webgpu/index.js';
 import type { GpuKVPool } from '../../engine/backends/webgpu/kv-pool.js';
 import { ErrorLog, openBackend, randn } from './util.js';
+import { TablePagedKV } from '../../engine/kv/table-kv.js';
 
 const PAGE = 64;
 // Pages of the main shape (2 layers, 2 KV heads × 32): 2 × 2 × 64 × 64 halves = 32 KiB; a binding
@@ -34,35 +35,6 @@ after(() => {
   b.dispose();
 });
 
-/** A sequence's KV through a page table chosen by the test (the engine's PagedSequenceKV does the same for it). */
-class TablePagedKV implements PagedKV {
-  length = 0;
-  pageTableVersion = 0;
-  pageTable: Int32Array;
-  constructor(
-    readonly pool: KVPool,
-    pages: number[],
-  ) {
-    this.pageTable = Int32Array.from(pages);
-  }
-  get pageSize(): number {
-    return this.pool.opts.pageSize;
-  }
-  get capacity(): number {
-    return this.pageTable.length * this.pageSize;
-  }
-  setPages(pages: number[]): void {
-    this.pageTable = Int32Array.from(pages);
-    this.pageTableVersion++;
-  }
-  truncate(n: number): void {
-    this.length = n;
-  }
-  commit(n: number): void {
-    this.length = n;
-  }
-  free(): void {}
-}
 
 interface Shape {
   nHeads: number;

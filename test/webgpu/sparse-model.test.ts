@@ -10,7 +10,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GGUFFile } from '../../engine/gguf/reader.js';
-import type { Backend, KVCache, KVPool, PagedKV } from '../../engine/model/backend.js';
+import type { Backend, KVCache, KVPool } from '../../engine/model/backend.js';
 import { loadTransformerConfig } from '../../engine/model/config.js';
 import { Transformer } from '../../engine/model/transformer.js';
 import { ReferenceBackend } from '../../engine/backends/reference/index.js';
@@ -18,6 +18,7 @@ import type { WebGPUBackend } from '../../engine/backends/webgpu/index.js';
 import type { SparsePattern } from '../../engine/attention/sparse/patterns.js';
 import { randomTokens, testModel } from '../helpers/models.js';
 import { compare, ErrorLog, openBackend } from './util.js';
+import { TablePagedKV } from '../../engine/kv/table-kv.js';
 
 let gpu: WebGPUBackend;
 const log = new ErrorLog();
@@ -38,30 +39,6 @@ const DENSE: SparsePattern = { kind: 'dense' };
 const MIX = [VS(30, 100), AS(4, 64), BS(2), VS(48, 110)];
 const mixed = (l: number): SparsePattern[] => MIX.map((_, h) => (h === 3 && l % 2 === 1 ? DENSE : MIX[(h + l) % MIX.length]));
 
-class TablePagedKV implements PagedKV {
-  length = 0;
-  pageTableVersion = 0;
-  pageTable: Int32Array;
-  constructor(
-    readonly pool: KVPool,
-    pages: number[],
-  ) {
-    this.pageTable = Int32Array.from(pages);
-  }
-  get pageSize(): number {
-    return this.pool.opts.pageSize;
-  }
-  get capacity(): number {
-    return this.pageTable.length * this.pageSize;
-  }
-  truncate(n: number): void {
-    this.length = n;
-  }
-  commit(n: number): void {
-    this.length = n;
-  }
-  free(): void {}
-}
 
 /**
  * Prefills `tokens` in chunks (sizes given) with `sparse` patterns, returning the logits of every row of

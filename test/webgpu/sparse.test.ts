@@ -20,7 +20,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../engine/model/sampler.js';
 import { f16ToF32, f32ToF16 } from '../../engine/gguf/quant.js';
-import type { KVCache, KVPool, PagedKV, SeqSlice } from '../../engine/model/backend.js';
+import type { KVCache, SeqSlice } from '../../engine/model/backend.js';
 import type { WebGPUBackend } from '../../engine/backends/webgpu/index.js';
 import { decodeSlot, KIND, type DecodedSlot } from '../../engine/backends/webgpu/sparse.js';
 import {
@@ -38,6 +38,7 @@ import {
 import { attentionRecall, denseAttentionRef, sparseAttentionRef, type HeadGroupInput } from '../../engine/attention/sparse/attention.js';
 import type { KeySelection } from '../../engine/attention/cpu-attention.js';
 import { ErrorLog, openBackend, randn } from './util.js';
+import { TablePagedKV } from '../../engine/kv/table-kv.js';
 
 let b: WebGPUBackend;
 const backendOf = () => b;
@@ -117,31 +118,6 @@ interface Shape {
   headDim: number;
 }
 
-/** A sequence's KV through a page table chosen by the test (as test/webgpu/paged.test.ts). */
-class TablePagedKV implements PagedKV {
-  length = 0;
-  pageTableVersion = 0;
-  pageTable: Int32Array;
-  constructor(
-    readonly pool: KVPool,
-    pages: number[],
-  ) {
-    this.pageTable = Int32Array.from(pages);
-  }
-  get pageSize(): number {
-    return this.pool.opts.pageSize;
-  }
-  get capacity(): number {
-    return this.pageTable.length * this.pageSize;
-  }
-  truncate(n: number): void {
-    this.length = n;
-  }
-  commit(n: number): void {
-    this.length = n;
-  }
-  free(): void {}
-}
 
 const round16 = (a: Float32Array) => a.map((x) => f16ToF32(f32ToF16(x)));
 

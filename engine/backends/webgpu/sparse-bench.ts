@@ -31,10 +31,11 @@
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../../model/rng.js';
 import { f32ToF16Array } from '../../kv/f16.js';
-import type { AttentionParams, KVPool, PagedKV, SparseStats } from '../../model/backend.js';
+import type { AttentionParams, KVPool, SparseStats } from '../../model/backend.js';
 import { DEFAULT_SPARSE_THRESHOLD, DEFAULT_VS, scalePattern } from '../../attention/sparse/config.js';
 import { recallStats } from '../../attention/sparse/attention.js';
 import { WebGPUBackend } from './backend.js';
+import { TablePagedKV } from '../../kv/table-kv.js';
 
 export interface SparseBenchOptions {
   lengths: number[];
@@ -46,27 +47,6 @@ export interface SparseBenchOptions {
   allowSoftware: boolean;
 }
 
-class BenchKV implements PagedKV {
-  length = 0;
-  pageTableVersion = 0;
-  constructor(
-    readonly pool: KVPool,
-    readonly pageTable: Int32Array,
-  ) {}
-  get pageSize(): number {
-    return this.pool.opts.pageSize;
-  }
-  get capacity(): number {
-    return this.pageTable.length * this.pageSize;
-  }
-  truncate(n: number): void {
-    this.length = n;
-  }
-  commit(n: number): void {
-    this.length = n;
-  }
-  free(): void {}
-}
 
 /** Keys and values [S, G, d] of one input kind, and the queries [C, H, d] of the chunk ending at S. */
 function inputs(kind: 'random' | 'planted', Smax: number, C: number, H: number, G: number, d: number, seed: number) {
@@ -161,7 +141,7 @@ export async function runSparseBench(o: SparseBenchOptions): Promise<Record<stri
       const n = Math.min(C, S);
       const pos = S - n;
       const pages = Int32Array.from({ length: Math.ceil(S / 64) }, (_, i) => i);
-      const kv = new BenchKV(pool, pages);
+      const kv = new TablePagedKV(pool, pages);
       writePages(pool, pages, data.k, data.v, pos, rowSize);
       kv.commit(pos);
       const qx = data.q(S);
